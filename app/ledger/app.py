@@ -1,0 +1,49 @@
+"""Builds the ASGI application: routes, then plain ASGI middleware around them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.routing import Router
+from starlette.types import ASGIApp
+
+from ledger.config import Settings
+from ledger.middleware.errors import ErrorMiddleware
+from ledger.middleware.headers import ResponseHeadersMiddleware
+from ledger.middleware.observe import ObserveMiddleware
+from ledger.routes.accounts import account_routes
+from ledger.routes.health import health_routes
+from ledger.routes.meta import meta_routes
+from ledger.routes.transfers import transfer_routes
+from ledger.runtime import Runtime
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGIApp, Runtime]:
+    """The ledger ASGI app and the runtime it drives (the server drains through it)."""
+    runtime = runtime or Runtime(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Router) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    router = Router(
+        routes=[
+            *health_routes(runtime),
+            *account_routes(runtime),
+            *transfer_routes(runtime),
+            *meta_routes(runtime),
+        ],
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    # Outermost first on the way in: headers wrap everything, so even a crash's 500 carries
+    # x-request-id and x-served-by; errors are rendered innermost, inside the metrics.
+    app: ASGIApp = ErrorMiddleware(router)
+    app = ObserveMiddleware(app, runtime.metrics)
+    app = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
+    return app, runtime

@@ -1,0 +1,170 @@
+"""Settings from the environment, validated once at start.
+
+Every variable is parsed here and nowhere else. A bad or missing value raises
+`ConfigError` with one line naming the variable and what it accepts; `ledger serve`
+prints that line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Color = Literal["blue", "green"]
+LogFormat = Literal["json", "text"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. The message is one line, fit for a terminal."""
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """How an instance finds its peers: `dns:<name>`, `static:<host:port,...>` or alone."""
+
+    mode: Literal["none", "dns", "static"] = "none"
+    dns_name: str = ""
+    static_peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(repr=False)
+    host: str = "0.0.0.0"
+    port: int = 8000
+    color: Color = "blue"
+    app_version: str = "dev"
+    instance_id: str = ""
+    drain_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 20.0
+    discovery: Discovery = Discovery()
+    rate_limit_per_minute: int = 0  # 0 disables rate limiting
+    log_format: LogFormat = "json"
+    log_level: str = "INFO"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    db_ping_timeout_seconds: float = 1.0
+    ready_cache_seconds: float = 1.0
+
+    @property
+    def served_by(self) -> str:
+        """Value of the `x-served-by` header: `<color>/<instance>`."""
+        return f"{self.color}/{self.instance_id}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping, or raise ConfigError."""
+        database_url = env.get("DATABASE_URL", "").strip()
+        if not database_url:
+            raise ConfigError(
+                "DATABASE_URL is required: set it to a Postgres URL, "
+                "e.g. postgresql://user:password@host:5432/ledger"
+            )
+        if not database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "DATABASE_URL must start with postgresql:// or postgres:// "
+                "(got a value with another scheme; the value itself is not shown)"
+            )
+        port = _int(env, "PORT", 8000, low=1, high=65535)
+        host = env.get("HOST", "0.0.0.0").strip()
+        if not host:
+            raise ConfigError("HOST must not be empty: use an address such as 0.0.0.0 or 127.0.0.1")
+        pool_min = _int(env, "DB_POOL_MIN", 1, low=0, high=100)
+        pool_max = _int(env, "DB_POOL_MAX", 10, low=1, high=100)
+        if pool_max < pool_min:
+            raise ConfigError(f"DB_POOL_MAX ({pool_max}) must be >= DB_POOL_MIN ({pool_min})")
+        return cls(
+            database_url=database_url,
+            host=host,
+            port=port,
+            color=_choice(env, "COLOR", "blue", ("blue", "green")),  # type: ignore[arg-type]
+            app_version=env.get("APP_VERSION", "dev").strip() or "dev",
+            instance_id=env.get("INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{port}",
+            drain_seconds=_seconds(env, "DRAIN_SECONDS", 5.0, high=600),
+            shutdown_timeout_seconds=_seconds(env, "SHUTDOWN_TIMEOUT_SECONDS", 20.0, high=3600),
+            discovery=parse_discovery(env.get("CLUSTER_DISCOVERY", "")),
+            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 0, low=0, high=10_000_000),
+            log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),  # type: ignore[arg-type]
+            log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
+            db_ping_timeout_seconds=_seconds(env, "DB_PING_TIMEOUT_SECONDS", 1.0, high=60, low=0.05),
+            ready_cache_seconds=_seconds(env, "READY_CACHE_SECONDS", 1.0, high=60),
+        )
+
+
+def parse_discovery(raw: str) -> Discovery:
+    """Parse CLUSTER_DISCOVERY: `dns:<name>`, `static:<host:port,...>`, or empty."""
+    value = raw.strip()
+    if not value:
+        return Discovery()
+    kind, _, rest = value.partition(":")
+    if kind == "dns" and rest.strip():
+        return Discovery(mode="dns", dns_name=rest.strip())
+    if kind == "static" and rest.strip():
+        peers = tuple(p.strip() for p in rest.split(",") if p.strip())
+        for peer in peers:
+            _check_host_port(peer)
+        return Discovery(mode="static", static_peers=peers)
+    raise ConfigError(
+        "CLUSTER_DISCOVERY must be dns:<name>, static:<host:port,...> or unset "
+        f"(got {value!r})"
+    )
+
+
+def _check_host_port(peer: str) -> None:
+    host, sep, port = peer.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(
+            f"CLUSTER_DISCOVERY static peer {peer!r} must be host:port with a port 1-65535"
+        )
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not all(part and len(part) < 64 for part in host.split(".")):
+            raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} has an invalid host") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r})") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r})")
+    return value
+
+
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, high: float, low: float = 0.0
+) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})") from None
+    if not low <= value <= high or value != value:  # value != value rejects NaN
+        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})")
+    return value
+
+
+def _choice(
+    env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False
+) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)} (got {raw!r})")
+    return value

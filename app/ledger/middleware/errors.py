@@ -1,0 +1,64 @@
+"""Every error leaves as JSON `{"error": {"code", "message"}}` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.errors import ApiError, error_body
+from ledger.middleware.headers import request_id_of
+
+log = logging.getLogger("ledger.errors")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+class ErrorMiddleware:
+    """Turns ApiError, Starlette's HTTPException and any crash into a JSON error response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Starlette's router raises HTTPException for 404/405 (instead of answering in plain
+        # text) when it finds an "app" in the scope.
+        scope.setdefault("app", self)
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ApiError as exc:
+            if response_started:
+                raise
+            await _send_error(send, exc.status, exc.code, exc.message, exc.details, exc.headers)
+        except HTTPException as exc:
+            if response_started:
+                raise
+            code = _HTTP_CODES.get(exc.status_code, "http_error")
+            await _send_error(send, exc.status_code, code, exc.detail, None, exc.headers or {})
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id_of(scope)})
+            if response_started:
+                raise
+            await _send_error(send, 500, "internal_error", "internal server error", None, {})
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, details: object, headers: dict[str, str]
+) -> None:
+    body = error_body(code, message, details)
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

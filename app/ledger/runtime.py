@@ -1,0 +1,122 @@
+"""The process's moving state: the pool, the start-up sequence and the drain flag."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from ledger.config import Settings
+from ledger.errors import ServiceUnavailable
+from ledger.health import DatabasePing
+from ledger.metrics import Metrics
+from ledger.migrate import expected_version, schema_version
+from ledger.store import LedgerStore
+
+log = logging.getLogger("ledger.runtime")
+
+_RETRY_MIN, _RETRY_MAX = 0.25, 5.0
+
+
+class Runtime:
+    """Owns the database pool and knows whether the process is started, ready or draining."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.pool: asyncpg.Pool | None = None
+        self._store: LedgerStore | None = None
+        self.started = False
+        self.draining = False
+        self.startup_failure = "starting"
+        self.schema_expected = expected_version()
+        self.db_ping = DatabasePing(
+            self._ping,
+            timeout=settings.db_ping_timeout_seconds,
+            cache_seconds=settings.ready_cache_seconds,
+        )
+        self._start_task: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> LedgerStore:
+        """The data store; raises 503 while the service is still starting."""
+        if self._store is None:
+            raise ServiceUnavailable("the service is starting; retry shortly", headers={"Retry-After": "1"})
+        return self._store
+
+    def start(self) -> None:
+        """Connect in the background: the process answers probes while it waits for Postgres."""
+        self._start_task = asyncio.get_running_loop().create_task(self._connect_until_started())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop starting, then close the pool, waiting at most `timeout` for connections."""
+        if self._start_task is not None:
+            self._start_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._start_task
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), timeout)
+            except TimeoutError:
+                log.warning("database pool did not close in %ss; terminating it", timeout)
+                self.pool.terminate()
+            log.info("database pool closed")
+
+    def begin_drain(self) -> None:
+        """Readiness turns 503 from now on; the process keeps serving."""
+        if not self.draining:
+            self.draining = True
+            self.metrics.draining.set(1)
+            self.metrics.ready.set(0)
+
+    async def readiness_failure(self) -> str | None:
+        """None when ready for traffic, else the reason it is not."""
+        if self.draining:
+            return "draining"
+        if not self.started:
+            return self.startup_failure
+        failure = await self.db_ping.failure()
+        self.metrics.ready.set(0 if failure else 1)
+        return failure
+
+    async def _ping(self) -> None:
+        assert self.pool is not None
+        async with self.pool.acquire(timeout=self.settings.db_ping_timeout_seconds) as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def _connect_until_started(self) -> None:
+        delay = _RETRY_MIN
+        while not self.started:
+            try:
+                if self.pool is None:
+                    self.pool = await asyncpg.create_pool(
+                        self.settings.database_url,
+                        min_size=self.settings.db_pool_min,
+                        max_size=self.settings.db_pool_max,
+                        timeout=5,
+                        server_settings={"application_name": f"ledger-{self.settings.served_by}"},
+                    )
+                    pool = self.pool
+                    self.metrics.watch_pool(
+                        lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size(), pool.get_max_size())
+                    )
+                async with self.pool.acquire() as conn:
+                    version = await schema_version(conn)
+                if version < self.schema_expected:
+                    self.startup_failure = (
+                        f"schema is at version {version}, this release needs "
+                        f"{self.schema_expected}: run `ledger migrate`"
+                    )
+                else:
+                    self._store = LedgerStore(self.pool, self.metrics.count_transfer)
+                    self.started = True
+                    self.startup_failure = ""
+                    log.info("started", extra={"schema_version": version})
+                    return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                self.startup_failure = f"database unreachable: {type(exc).__name__}"
+            log.warning("not started yet, retrying in %.2fs: %s", delay, self.startup_failure)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)

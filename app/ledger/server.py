@@ -1,0 +1,98 @@
+"""Serving with uvicorn, plus the graceful drain that zero-downtime releases rely on.
+
+On the first SIGTERM (or SIGINT):
+  1. readiness answers 503 at once, so load balancers take this pod out of rotation;
+  2. for DRAIN_SECONDS the process keeps serving new and in-flight requests, answering
+     with `connection: close` so keep-alive clients reconnect elsewhere;
+  3. the listener closes and in-flight requests get up to SHUTDOWN_TIMEOUT_SECONDS;
+  4. the pool closes and the process exits 0.
+A second SIGTERM or SIGINT exits at once (code 128 + signal number).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Generator
+from types import FrameType
+
+import uvicorn
+
+from ledger.app import create_app
+from ledger.config import Settings
+from ledger.runtime import Runtime
+
+log = logging.getLogger("ledger.server")
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first signal starts a drain instead of an immediate shutdown."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self.drain_deadline: float | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Unlike uvicorn's own, this does not re-raise the signal after shutdown: a drained
+        # process exits 0.
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_deadline is not None:
+            log.warning("second signal %s: exiting now", signal.Signals(sig).name)
+            logging.shutdown()
+            os._exit(128 + sig)
+        self.drain_deadline = time.monotonic() + self.runtime.settings.drain_seconds
+        self.runtime.begin_drain()
+        log.info(
+            "draining",
+            extra={
+                "signal": signal.Signals(sig).name,
+                "drain_seconds": self.runtime.settings.drain_seconds,
+                "shutdown_timeout_seconds": self.runtime.settings.shutdown_timeout_seconds,
+            },
+        )
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
+            log.info("drain window over: closing the listener")
+            return True
+        return await super().on_tick(counter)
+
+
+def serve(settings: Settings) -> int:
+    """Run ledger until drained; returns the process exit code."""
+    app, runtime = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),
+        timeout_keep_alive=5,
+    )
+    server = DrainingServer(config, runtime)
+    server.run()
+    if not server.started:
+        print("ledger: could not start the server (see the log above)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,168 @@
+"""Accounts and transfers in Postgres: the money rules live here.
+
+A transfer locks both account rows in id order (so two transfers over the same pair can
+never deadlock), debits, credits and writes its log row in one transaction. The balance
+check is also a database constraint, so no code path can make a balance negative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+
+from ledger.errors import (
+    AccountNotFound,
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidRequest,
+    TransferNotFound,
+)
+from ledger.models import Account, AccountCreate, Transfer, TransferCreate
+
+# Deadlocks cannot happen with ordered locking, and serialization failures cannot happen
+# at READ COMMITTED; both are still retried so that neither can ever reach a client.
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_MAX_ATTEMPTS = 5
+
+_TRANSFER_COLUMNS = "id, from_account_id, to_account_id, amount, currency, created_at"
+
+
+def request_fingerprint(body: TransferCreate) -> str:
+    """A stable hash of what a transfer asks for, to tell a retry from a reused key."""
+    text = f"{body.from_account_id}|{body.to_account_id}|{body.amount}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class LedgerStore:
+    """Data access for accounts and transfers over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, on_outcome: Callable[[str], None] | None = None):
+        self._pool = pool
+        self._on_outcome = on_outcome or (lambda _outcome: None)
+
+    async def create_account(self, body: AccountCreate) -> Account:
+        row = await self._pool.fetchrow(
+            "INSERT INTO accounts (id, name, currency, balance) VALUES ($1, $2, $3, $4) "
+            "RETURNING id, name, currency, balance, created_at",
+            uuid.uuid4(),
+            body.name,
+            body.currency,
+            body.opening_balance,
+        )
+        return Account.model_validate(dict(row))
+
+    async def get_account(self, account_id: uuid.UUID) -> Account:
+        row = await self._pool.fetchrow(
+            "SELECT id, name, currency, balance, created_at FROM accounts WHERE id = $1", account_id
+        )
+        if row is None:
+            raise AccountNotFound(f"account {account_id} does not exist")
+        return Account.model_validate(dict(row))
+
+    async def get_transfer(self, transfer_id: uuid.UUID) -> Transfer:
+        row = await self._pool.fetchrow(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = $1", transfer_id
+        )
+        if row is None:
+            raise TransferNotFound(f"transfer {transfer_id} does not exist")
+        return Transfer.model_validate(dict(row))
+
+    async def create_transfer(self, body: TransferCreate, idempotency_key: str) -> tuple[Transfer, bool]:
+        """Commit a transfer, or return the one already committed under this key.
+
+        Returns the transfer and whether it is a replay of an earlier request.
+        """
+        if body.from_account_id == body.to_account_id:
+            raise InvalidRequest("from_account_id and to_account_id must differ")
+        fingerprint = request_fingerprint(body)
+        replay = await self._replay(idempotency_key, fingerprint)
+        if replay is not None:
+            return replay, True
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            try:
+                transfer = await self._commit_transfer(body, idempotency_key, fingerprint)
+            except asyncpg.UniqueViolationError:
+                # A concurrent request with the same key committed first.
+                replay = await self._replay(idempotency_key, fingerprint)
+                if replay is None:
+                    raise
+                return replay, True
+            except asyncpg.CheckViolationError:
+                # The database constraint caught a balance going negative.
+                self._on_outcome("insufficient_funds")
+                raise InsufficientFunds("the source account has insufficient funds") from None
+            except _RETRYABLE:
+                if attempt == _MAX_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+                continue
+            self._on_outcome("committed")
+            return transfer, False
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _replay(self, idempotency_key: str, fingerprint: str) -> Transfer | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_TRANSFER_COLUMNS}, request_hash FROM transfers WHERE idempotency_key = $1",
+            idempotency_key,
+        )
+        if row is None:
+            return None
+        if row["request_hash"] != fingerprint:
+            self._on_outcome("idempotency_conflict")
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        self._on_outcome("replayed")
+        return Transfer.model_validate({k: row[k] for k in Transfer.model_fields})
+
+    async def _commit_transfer(self, body: TransferCreate, key: str, fingerprint: str) -> Transfer:
+        source, target, amount = body.from_account_id, body.to_account_id, body.amount
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, currency, balance FROM accounts WHERE id = ANY($1::uuid[]) "
+                "ORDER BY id FOR UPDATE",
+                [source, target],
+            )
+            accounts = {row["id"]: row for row in rows}
+            for account_id in (source, target):
+                if account_id not in accounts:
+                    self._on_outcome("account_not_found")
+                    raise AccountNotFound(f"account {account_id} does not exist")
+            currency = accounts[source]["currency"]
+            if accounts[target]["currency"] != currency:
+                self._on_outcome("currency_mismatch")
+                raise CurrencyMismatch(
+                    f"cannot move {currency} into a {accounts[target]['currency']} account"
+                )
+            if accounts[source]["balance"] < amount:
+                self._on_outcome("insufficient_funds")
+                raise InsufficientFunds(
+                    f"account {source} holds {accounts[source]['balance']}, "
+                    f"the transfer needs {amount}"
+                )
+            await conn.execute(
+                "UPDATE accounts SET balance = balance + CASE WHEN id = $1 THEN -$3::bigint "
+                "ELSE $3::bigint END WHERE id IN ($1, $2)",
+                source,
+                target,
+                amount,
+            )
+            row = await conn.fetchrow(
+                "INSERT INTO transfers (id, idempotency_key, request_hash, from_account_id, "
+                "to_account_id, amount, currency) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                f"RETURNING {_TRANSFER_COLUMNS}",
+                uuid.uuid4(),
+                key,
+                fingerprint,
+                source,
+                target,
+                amount,
+                currency,
+            )
+        return Transfer.model_validate(dict(row))
