@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov pins many packages of its own, so it gets a virtualenv of its own.
+CHECKOV := .tools/checkov/bin/checkov
 
 .PHONY: demo test lint bench install clean
 
@@ -16,10 +18,14 @@ $(STAMP): pyproject.toml app/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ./app -e '.[dev]'
 	@touch $(STAMP)
 
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet 'checkov>=3.2'
+
 demo: $(STAMP)
 	$(BIN)/python -m cutover.local.demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -112,17 +112,14 @@ def parse_discovery(raw: str) -> Discovery:
             _check_host_port(peer)
         return Discovery(mode="static", static_peers=peers)
     raise ConfigError(
-        "CLUSTER_DISCOVERY must be dns:<name>, static:<host:port,...> or unset "
-        f"(got {value!r})"
+        f"CLUSTER_DISCOVERY must be dns:<name>, static:<host:port,...> or unset (got {value!r})"
     )
 
 
 def _check_host_port(peer: str) -> None:
     host, sep, port = peer.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(
-            f"CLUSTER_DISCOVERY static peer {peer!r} must be host:port with a port 1-65535"
-        )
+        raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} must be host:port with a port 1-65535")
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -143,16 +140,16 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
-def _seconds(
-    env: Mapping[str, str], name: str, default: float, *, high: float, low: float = 0.0
-) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, high: float, low: float = 0.0) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})") from None
+        raise ConfigError(
+            f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})"
+        ) from None
     if not low <= value <= high or value != value:  # value != value rejects NaN
         raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})")
     return value

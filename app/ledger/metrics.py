@@ -44,9 +44,7 @@ class Metrics:
         self.draining = Gauge(
             "ledger_draining", "1 while the process drains after SIGTERM.", registry=self.registry
         )
-        self.ready = Gauge(
-            "ledger_ready", "1 when the last readiness check passed.", registry=self.registry
-        )
+        self.ready = Gauge("ledger_ready", "1 when the last readiness check passed.", registry=self.registry)
         self._pool_stats: PoolStats = lambda: None
         self.registry.register(_PoolCollector(lambda: self._pool_stats()))
 

@@ -26,7 +26,10 @@ def _probe(summary: str) -> dict[str, Any]:
         "get": {
             "summary": summary,
             "tags": ["health"],
-            "responses": {"200": {"description": "healthy"}, "503": {"description": "not healthy, with a reason"}},
+            "responses": {
+                "200": {"description": "healthy"},
+                "503": {"description": "not healthy, with a reason"},
+            },
         }
     }
 
@@ -45,14 +48,20 @@ def build_openapi(version: str) -> dict[str, Any]:
                 "post": {
                     "summary": "Open an account",
                     "requestBody": {"required": True, **_json("AccountCreate")},
-                    "responses": {"201": {"description": "created", **_json("Account")}, "422": _error("invalid")},
+                    "responses": {
+                        "201": {"description": "created", **_json("Account")},
+                        "422": _error("invalid"),
+                    },
                 }
             },
             "/accounts/{account_id}": {
                 "get": {
                     "summary": "Read an account",
                     "parameters": [{"name": "account_id", **id_param}],
-                    "responses": {"200": {"description": "the account", **_json("Account")}, "404": _error("unknown")},
+                    "responses": {
+                        "200": {"description": "the account", **_json("Account")},
+                        "404": _error("unknown"),
+                    },
                 }
             },
             "/transfers": {
@@ -68,7 +77,10 @@ def build_openapi(version: str) -> dict[str, Any]:
                     ],
                     "requestBody": {"required": True, **_json("TransferCreate")},
                     "responses": {
-                        "201": {"description": "committed (or replayed: header Idempotent-Replayed)", **_json("Transfer")},
+                        "201": {
+                            "description": "committed (or replayed: header Idempotent-Replayed)",
+                            **_json("Transfer"),
+                        },
                         "400": _error("Idempotency-Key missing"),
                         "404": _error("unknown account"),
                         "409": _error("Idempotency-Key reused with another body"),
@@ -80,14 +92,21 @@ def build_openapi(version: str) -> dict[str, Any]:
                 "get": {
                     "summary": "Read a transfer",
                     "parameters": [{"name": "transfer_id", **id_param}],
-                    "responses": {"200": {"description": "the transfer", **_json("Transfer")}, "404": _error("unknown")},
+                    "responses": {
+                        "200": {"description": "the transfer", **_json("Transfer")},
+                        "404": _error("unknown"),
+                    },
                 }
             },
             "/health/live": _probe("Liveness: the process answers"),
             "/health/ready": _probe("Readiness: started, not draining, database answering"),
             "/health/startup": _probe("Startup: pool up and schema at the expected version"),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
-            "/cluster": {"get": {"summary": "This instance and its peers", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}
+            },
+            "/cluster": {
+                "get": {"summary": "This instance and its peers", "responses": {"200": {"description": "ok"}}}
+            },
         },
         "components": {"schemas": schemas["$defs"]},
     }

@@ -50,17 +50,17 @@ class Runtime:
         """Connect in the background: the process answers probes while it waits for Postgres."""
         self._start_task = asyncio.get_running_loop().create_task(self._connect_until_started())
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Stop starting, then close the pool, waiting at most `timeout` for connections."""
+    async def stop(self, close_within: float = 5.0) -> None:
+        """Stop starting, then close the pool, waiting at most `close_within` seconds."""
         if self._start_task is not None:
             self._start_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._start_task
         if self.pool is not None:
             try:
-                await asyncio.wait_for(self.pool.close(), timeout)
+                await asyncio.wait_for(self.pool.close(), close_within)
             except TimeoutError:
-                log.warning("database pool did not close in %ss; terminating it", timeout)
+                log.warning("database pool did not close in %ss; terminating it", close_within)
                 self.pool.terminate()
             log.info("database pool closed")
 
@@ -81,6 +81,12 @@ class Runtime:
         self.metrics.ready.set(0 if failure else 1)
         return failure
 
+    def _pool_stats(self) -> tuple[int, int, int] | None:
+        if self.pool is None:
+            return None
+        idle = self.pool.get_idle_size()
+        return self.pool.get_size() - idle, idle, self.pool.get_max_size()
+
     async def _ping(self) -> None:
         assert self.pool is not None
         async with self.pool.acquire(timeout=self.settings.db_ping_timeout_seconds) as conn:
@@ -98,12 +104,9 @@ class Runtime:
                         timeout=5,
                         server_settings={"application_name": f"ledger-{self.settings.served_by}"},
                     )
-                    pool = self.pool
-                    self.metrics.watch_pool(
-                        lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size(), pool.get_max_size())
-                    )
+                    self.metrics.watch_pool(self._pool_stats)
                 async with self.pool.acquire() as conn:
-                    version = await schema_version(conn)
+                    version = await schema_version(conn)  # type: ignore[arg-type]
                 if version < self.schema_expected:
                     self.startup_failure = (
                         f"schema is at version {version}, this release needs "

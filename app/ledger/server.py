@@ -87,7 +87,8 @@ def serve(settings: Settings) -> int:
         log_config=None,
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),
+        # uvicorn annotates int but uses it as asyncio.wait_for's timeout: fractions work.
+        timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),  # type: ignore[arg-type]
         timeout_keep_alive=5,
     )
     server = DrainingServer(config, runtime)

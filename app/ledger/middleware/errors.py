@@ -46,7 +46,7 @@ class ErrorMiddleware:
             if response_started:
                 raise
             code = _HTTP_CODES.get(exc.status_code, "http_error")
-            await _send_error(send, exc.status_code, code, exc.detail, None, exc.headers or {})
+            await _send_error(send, exc.status_code, code, exc.detail, None, dict(exc.headers or {}))
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id_of(scope)})
             if response_started:

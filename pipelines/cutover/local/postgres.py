@@ -63,7 +63,17 @@ class EmbeddedPostgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            [str(postgres_bin() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", self.url(database), "-c", sql],
+            [
+                str(postgres_bin() / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                self.url(database),
+                "-c",
+                sql,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -85,7 +95,9 @@ class EmbeddedPostgres:
         self.start()
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.destroy()
 
     def _initdb(self) -> None:
@@ -95,8 +107,10 @@ class EmbeddedPostgres:
         subprocess.run(
             [
                 str(postgres_bin() / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", "postgres",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-instructions",

@@ -1,0 +1,83 @@
+"""Fixtures for ledger: migrated databases and real `ledger serve` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from cutover.local.ledger_process import LedgerProcess
+from cutover.local.postgres import EmbeddedPostgres
+from ledger.migrate import migrate
+
+StartLedger = Callable[..., LedgerProcess]
+
+
+def migrate_database(url: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def database_url(empty_database: str) -> str:
+    """A new database migrated to the current schema."""
+    migrate_database(empty_database)
+    return empty_database
+
+
+@pytest.fixture(scope="module")
+def module_database_url(postgres: EmbeddedPostgres) -> str:
+    url = postgres.create_database(f"m_{uuid.uuid4().hex[:12]}")
+    migrate_database(url)
+    return url
+
+
+def _starter(tmp_path: Path, database_url: str) -> Iterator[StartLedger]:
+    started: list[LedgerProcess] = []
+
+    def start(wait_for: str | None = "/health/ready", **env: str) -> LedgerProcess:
+        settings = {
+            "DATABASE_URL": database_url,
+            "LOG_FORMAT": "json",
+            "INSTANCE_ID": f"test-{len(started)}",
+            **env,
+        }
+        process = LedgerProcess(settings, tmp_path / f"ledger-{len(started)}.log")
+        started.append(process)
+        return process.start(wait_for=wait_for)
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def start_ledger(tmp_path: Path, database_url: str) -> Iterator[StartLedger]:
+    """Start real `ledger serve` processes on a fresh database; all are killed afterwards."""
+    yield from _starter(tmp_path, database_url)
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client for one `ledger serve` shared by a test module."""
+    for start in _starter(tmp_path_factory.mktemp("ledger"), module_database_url):
+        process = start()
+        with httpx.Client(base_url=process.url, timeout=10) as client:
+            yield client
+
+
+def open_account(client: httpx.Client, balance: int, currency: str = "EUR", name: str = "acct") -> str:
+    answer = client.post("/accounts", json={"name": name, "currency": currency, "opening_balance": balance})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])
