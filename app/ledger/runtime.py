@@ -20,6 +20,17 @@ log = logging.getLogger("ledger.runtime")
 _RETRY_MIN, _RETRY_MAX = 0.25, 5.0
 
 
+async def reset_if_in_transaction(conn: asyncpg.Connection) -> None:
+    """Pool release hook: skip asyncpg's full reset round trip when nothing needs resetting.
+
+    ledger never changes session state on pooled connections (no SET, LISTEN, advisory
+    locks or cursors: those use dedicated connections), so only a transaction left open
+    by a cancelled request needs cleaning up.
+    """
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 class Runtime:
     """Owns the database pool and knows whether the process is started, ready or draining."""
 
@@ -103,6 +114,7 @@ class Runtime:
                         max_size=self.settings.db_pool_max,
                         timeout=5,
                         server_settings={"application_name": f"ledger-{self.settings.served_by}"},
+                        reset=reset_if_in_transaction,
                     )
                     self.metrics.watch_pool(self._pool_stats)
                 async with self.pool.acquire() as conn:

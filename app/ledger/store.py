@@ -17,6 +17,7 @@ import asyncpg
 
 from ledger.errors import (
     AccountNotFound,
+    ApiError,
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
@@ -80,27 +81,29 @@ class LedgerStore:
     async def create_transfer(self, body: TransferCreate, idempotency_key: str) -> tuple[Transfer, bool]:
         """Commit a transfer, or return the one already committed under this key.
 
-        Returns the transfer and whether it is a replay of an earlier request.
+        Returns the transfer and whether it is a replay of an earlier request. The common
+        case (a new key) costs no lookup: the unique index on the key detects a replay at
+        INSERT time, and a refused transfer checks for an earlier commit before refusing.
         """
         if body.from_account_id == body.to_account_id:
             raise InvalidRequest("from_account_id and to_account_id must differ")
         fingerprint = request_fingerprint(body)
-        replay = await self._replay(idempotency_key, fingerprint)
-        if replay is not None:
-            return replay, True
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             try:
                 transfer = await self._commit_transfer(body, idempotency_key, fingerprint)
             except asyncpg.UniqueViolationError:
-                # A concurrent request with the same key committed first.
+                # This key committed before (or concurrently, and won): answer as it did.
                 replay = await self._replay(idempotency_key, fingerprint)
                 if replay is None:
                     raise
                 return replay, True
             except asyncpg.CheckViolationError:
                 # The database constraint caught a balance going negative.
-                self._on_outcome("insufficient_funds")
-                raise InsufficientFunds("the source account has insufficient funds") from None
+                return await self._refuse(
+                    InsufficientFunds("the source account has insufficient funds"), idempotency_key, fingerprint
+                )
+            except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as refusal:
+                return await self._refuse(refusal, idempotency_key, fingerprint)
             except _RETRYABLE:
                 if attempt == _MAX_ATTEMPTS:
                     raise
@@ -109,6 +112,14 @@ class LedgerStore:
             self._on_outcome("committed")
             return transfer, False
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refuse(self, refusal: ApiError, idempotency_key: str, fingerprint: str) -> tuple[Transfer, bool]:
+        """Refuse, unless this key already committed (a retry after the money moved)."""
+        replay = await self._replay(idempotency_key, fingerprint)
+        if replay is not None:
+            return replay, True
+        self._on_outcome(refusal.code)
+        raise refusal
 
     async def _replay(self, idempotency_key: str, fingerprint: str) -> Transfer | None:
         row = await self._pool.fetchrow(
@@ -128,22 +139,19 @@ class LedgerStore:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, currency, balance FROM accounts WHERE id = ANY($1::uuid[]) "
-                "ORDER BY id FOR UPDATE",
+                "ORDER BY id FOR NO KEY UPDATE",
                 [source, target],
             )
             accounts = {row["id"]: row for row in rows}
             for account_id in (source, target):
                 if account_id not in accounts:
-                    self._on_outcome("account_not_found")
                     raise AccountNotFound(f"account {account_id} does not exist")
             currency = accounts[source]["currency"]
             if accounts[target]["currency"] != currency:
-                self._on_outcome("currency_mismatch")
                 raise CurrencyMismatch(
                     f"cannot move {currency} into a {accounts[target]['currency']} account"
                 )
             if accounts[source]["balance"] < amount:
-                self._on_outcome("insufficient_funds")
                 raise InsufficientFunds(
                     f"account {source} holds {accounts[source]['balance']}, the transfer needs {amount}"
                 )

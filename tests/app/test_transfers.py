@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -129,3 +130,30 @@ def test_currency_mismatch_is_422(ledger: httpx.Client) -> None:
 def test_unknown_route_and_method_are_json_errors(ledger: httpx.Client) -> None:
     assert_error(ledger.get("/nowhere"), 404, "not_found")
     assert_error(ledger.delete("/accounts"), 405, "method_not_allowed")
+
+
+def test_retry_after_the_money_moved_replays_instead_of_refusing(ledger: httpx.Client) -> None:
+    a, b = open_account(ledger, 100), open_account(ledger, 0)
+    first = transfer(ledger, a, b, 100, key="drain-it")
+    assert first.status_code == 201
+    # The source is empty now, so running the transfer again would fail; a retry must not.
+    again = transfer(ledger, a, b, 100, key="drain-it")
+    assert again.status_code == 201 and again.json() == first.json()
+    assert (balance(ledger, a), balance(ledger, b)) == (0, 100)
+
+
+def test_concurrent_requests_with_one_key_commit_once(ledger: httpx.Client) -> None:
+    a, b = open_account(ledger, 1000), open_account(ledger, 0)
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(ledger.base_url)) as http:
+            body = {"from_account_id": a, "to_account_id": b, "amount": 7}
+            return await asyncio.gather(
+                *(http.post("/transfers", json=body, headers={"Idempotency-Key": "racing"}) for _ in range(12))
+            )
+
+    answers = asyncio.run(race())
+    assert {r.status_code for r in answers} == {201}
+    assert len({r.json()["id"] for r in answers}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in answers) == 1
+    assert (balance(ledger, a), balance(ledger, b)) == (993, 7)

@@ -1,0 +1,94 @@
+"""What the benchmarks share: wrk runs, server processes and a results table."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from cutover.local.ports import free_port
+
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise BenchError("wrk is not installed: `make bench` installs it (apt-get install wrk)")
+    return path
+
+
+def wrk(url: str, *, seconds: float, connections: int, threads: int = 1, script: Path | None = None) -> float:
+    """Requests per second that wrk measured; raises if any request failed."""
+    command = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    match = _RPS.search(output)
+    if match is None:
+        raise BenchError(f"wrk printed no rate:\n{output}")
+    non_2xx = _NON_2XX.search(output)
+    errors = _ERRORS.search(output)
+    if non_2xx or (errors and any(int(n) for n in errors.groups())):
+        raise BenchError(f"requests failed during the run:\n{output}")
+    return float(match[1])
+
+
+class Server:
+    """A server process on a free loopback port, stopped with SIGTERM by its pid."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [part.replace("{port}", str(self.port)) for part in command],
+            env={**env, "PORT": str(self.port)},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, path: str, timeout: float = 30) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError(f"{self.url}{path} never answered 200")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def uvicorn_command(app: str) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}",
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]

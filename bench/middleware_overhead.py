@@ -1,0 +1,44 @@
+"""/health/live through ledger's full middleware stack vs a bare ASGI app, same server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import Server, median, wrk
+
+BENCH_DIR = Path(__file__).parent
+ROUNDS = 3
+SECONDS = 4
+CONNECTIONS = 64
+
+
+@dataclass(frozen=True)
+class Result:
+    ledger_rps: float
+    bare_rps: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ledger_rps / self.bare_rps
+
+
+def run(database_url: str) -> Result:
+    env = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1", "LOG_LEVEL": "INFO", "DRAIN_SECONDS": "0"}
+    bare_cmd = [
+        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", "{port}",
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    ledger_rates: list[float] = []
+    bare_rates: list[float] = []
+    for _ in range(ROUNDS):  # interleaved, so drift on a shared machine hits both alike
+        for command, rates in (([sys.executable, "-m", "ledger", "serve"], ledger_rates), (bare_cmd, bare_rates)):
+            server = Server(command, env, cwd=BENCH_DIR.parent).wait_ready("/health/live")
+            try:
+                wrk(server.url + "/health/live", seconds=1, connections=CONNECTIONS)  # warm-up
+                rates.append(wrk(server.url + "/health/live", seconds=SECONDS, connections=CONNECTIONS))
+            finally:
+                server.stop()
+    return Result(median(ledger_rates), median(bare_rates))
