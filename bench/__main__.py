@@ -28,7 +28,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedPostgres(Path(tmp) / "pg") as postgres:
         url = postgres.create_database("bench")
         asyncio.run(_migrate(url))
-        print("1/2 /health/live: full middleware stack vs bare ASGI app (wrk, 64 connections) ...", flush=True)
+        print(
+            "1/2 /health/live: full middleware stack vs bare ASGI app (wrk, 64 connections) ...", flush=True
+        )
         overhead = middleware_overhead.run(url)
         print(
             f"    ledger {overhead.ledger_rps:,.0f} req/s, bare {overhead.bare_rps:,.0f} req/s, "
@@ -60,7 +62,9 @@ def main() -> None:
             indent=2,
         )
     )
-    print(f"results written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    print(
+        f"results written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
+    )
 
 
 if __name__ == "__main__":

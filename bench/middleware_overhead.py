@@ -26,7 +26,13 @@ class Result:
 
 
 def run(database_url: str) -> Result:
-    env = {**os.environ, "DATABASE_URL": database_url, "HOST": "127.0.0.1", "LOG_LEVEL": "INFO", "DRAIN_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "LOG_LEVEL": "INFO",
+        "DRAIN_SECONDS": "0",
+    }
     bare_cmd = [
         sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", "{port}",
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
@@ -34,7 +40,10 @@ def run(database_url: str) -> Result:
     ledger_rates: list[float] = []
     bare_rates: list[float] = []
     for _ in range(ROUNDS):  # interleaved, so drift on a shared machine hits both alike
-        for command, rates in (([sys.executable, "-m", "ledger", "serve"], ledger_rates), (bare_cmd, bare_rates)):
+        for command, rates in (
+            ([sys.executable, "-m", "ledger", "serve"], ledger_rates),
+            (bare_cmd, bare_rates),
+        ):
             server = Server(command, env, cwd=BENCH_DIR.parent).wait_ready("/health/live")
             try:
                 wrk(server.url + "/health/live", seconds=1, connections=CONNECTIONS)  # warm-up

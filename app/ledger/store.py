@@ -100,7 +100,9 @@ class LedgerStore:
             except asyncpg.CheckViolationError:
                 # The database constraint caught a balance going negative.
                 return await self._refuse(
-                    InsufficientFunds("the source account has insufficient funds"), idempotency_key, fingerprint
+                    InsufficientFunds("the source account has insufficient funds"),
+                    idempotency_key,
+                    fingerprint,
                 )
             except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as refusal:
                 return await self._refuse(refusal, idempotency_key, fingerprint)
@@ -113,7 +115,9 @@ class LedgerStore:
             return transfer, False
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _refuse(self, refusal: ApiError, idempotency_key: str, fingerprint: str) -> tuple[Transfer, bool]:
+    async def _refuse(
+        self, refusal: ApiError, idempotency_key: str, fingerprint: str
+    ) -> tuple[Transfer, bool]:
         """Refuse, unless this key already committed (a retry after the money moved)."""
         replay = await self._replay(idempotency_key, fingerprint)
         if replay is not None:

@@ -149,7 +149,10 @@ def test_concurrent_requests_with_one_key_commit_once(ledger: httpx.Client) -> N
         async with httpx.AsyncClient(base_url=str(ledger.base_url)) as http:
             body = {"from_account_id": a, "to_account_id": b, "amount": 7}
             return await asyncio.gather(
-                *(http.post("/transfers", json=body, headers={"Idempotency-Key": "racing"}) for _ in range(12))
+                *(
+                    http.post("/transfers", json=body, headers={"Idempotency-Key": "racing"})
+                    for _ in range(12)
+                )
             )
 
     answers = asyncio.run(race())

@@ -28,7 +28,9 @@ async def _migrate(url: str) -> None:
 
 
 def main() -> int:
-    print("cutover demo: ledger on an embedded Postgres (the full blue/green rehearsal is `cutover rehearse`, to come)")
+    print(
+        "cutover demo: ledger on an embedded Postgres (the full blue/green rehearsal is `cutover rehearse`, to come)"
+    )
     with tempfile.TemporaryDirectory(prefix="cutover-demo-") as tmp, EmbeddedPostgres(Path(tmp) / "pg") as pg:
         print(f"  postgres   {pg.url()}")
         asyncio.run(_migrate(pg.url()))
@@ -39,8 +41,12 @@ def main() -> int:
         try:
             print(f"  ledger     {ledger.url} (pid {ledger.pid})")
             with httpx.Client(base_url=ledger.url, timeout=10) as http:
-                a = http.post("/accounts", json={"name": "alice", "currency": "EUR", "opening_balance": 10_000}).json()
-                b = http.post("/accounts", json={"name": "bob", "currency": "EUR", "opening_balance": 0}).json()
+                a = http.post(
+                    "/accounts", json={"name": "alice", "currency": "EUR", "opening_balance": 10_000}
+                ).json()
+                b = http.post(
+                    "/accounts", json={"name": "bob", "currency": "EUR", "opening_balance": 0}
+                ).json()
                 for _ in range(20):
                     answer = http.post(
                         "/transfers",
@@ -51,11 +57,15 @@ def main() -> int:
                 alice = http.get(f"/accounts/{a['id']}").json()["balance"]
                 bob = http.get(f"/accounts/{b['id']}").json()["balance"]
                 served_by = answer.headers["x-served-by"]
-            print(f"  transfers  20 committed by {served_by}: alice {alice}, bob {bob}, total {alice + bob} (was 10000)")
+            print(
+                f"  transfers  20 committed by {served_by}: alice {alice}, bob {bob}, total {alice + bob} (was 10000)"
+            )
             started = time.monotonic()
             ledger.send_signal(signal.SIGTERM)
             code = ledger.wait(30)
-            print(f"  drain      SIGTERM -> exit code {code} after {time.monotonic() - started:.1f}s (DRAIN_SECONDS=1)")
+            print(
+                f"  drain      SIGTERM -> exit code {code} after {time.monotonic() - started:.1f}s (DRAIN_SECONDS=1)"
+            )
         finally:
             ledger.kill()
     return 0 if alice + bob == 10_000 and code == 0 else 1
