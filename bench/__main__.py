@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import middleware_overhead, transfers_vs_pgbench
+from bench import middleware_overhead, ratelimit_overhead, transfers_vs_pgbench, ws_fanout
 from cutover.local.postgres import EmbeddedPostgres
 from ledger.migrate import migrate
 
@@ -37,11 +37,29 @@ def main() -> None:
             f"ratio {overhead.ratio:.2f}x (issue target >= 0.35x)",
             flush=True,
         )
-        print("2/2 POST /transfers vs pgbench, same transaction, same Postgres (16 clients) ...", flush=True)
+        print("2/4 POST /transfers vs pgbench, same transaction, same Postgres (16 clients) ...", flush=True)
         transfers = transfers_vs_pgbench.run(url)
         print(
             f"    ledger {transfers.ledger_tps:,.0f} transfers/s, pgbench {transfers.pgbench_tps:,.0f} tps, "
             f"ratio {transfers.ratio:.2f}x",
+            flush=True,
+        )
+        print("3/4 rate limiter on a cheap route (GET /cluster): on vs off ...", flush=True)
+        limiter = ratelimit_overhead.run(url)
+        print(
+            f"    on {limiter.on_rps:,.0f} req/s, off {limiter.off_rps:,.0f} req/s, ratio {limiter.ratio:.2f}x",
+            flush=True,
+        )
+        print(
+            f"4/4 websocket fan-out: {ws_fanout.TRANSFERS} transfers through A, delivered on B ...",
+            flush=True,
+        )
+        fanout = ws_fanout.run(url)
+        pct = ws_fanout.Result.percentile
+        print(
+            f"    delivery after A's 201: median {pct(fanout.after_ack_ms, 0.5):.2f} ms, "
+            f"p99 {pct(fanout.after_ack_ms, 0.99):.2f} ms; after the POST was sent: "
+            f"median {pct(fanout.after_send_ms, 0.5):.2f} ms, p99 {pct(fanout.after_send_ms, 0.99):.2f} ms",
             flush=True,
         )
     RESULTS.parent.mkdir(exist_ok=True)
@@ -52,6 +70,17 @@ def main() -> None:
                     "ratio": round(overhead.ratio, 3),
                     "ledger_rps": overhead.ledger_rps,
                     "bare_rps": overhead.bare_rps,
+                },
+                "rate_limiter_on_vs_off": {
+                    "ratio": round(limiter.ratio, 3),
+                    "on_rps": limiter.on_rps,
+                    "off_rps": limiter.off_rps,
+                },
+                "ws_fanout_ms": {
+                    "after_ack_median": round(pct(fanout.after_ack_ms, 0.5), 3),
+                    "after_ack_p99": round(pct(fanout.after_ack_ms, 0.99), 3),
+                    "after_send_median": round(pct(fanout.after_send_ms, 0.5), 3),
+                    "after_send_p99": round(pct(fanout.after_send_ms, 0.99), 3),
                 },
                 "transfers_vs_pgbench": {
                     "ratio": round(transfers.ratio, 3),

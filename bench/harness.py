@@ -49,8 +49,10 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 1, script:
 class Server:
     """A server process on a free loopback port, stopped with SIGTERM by its pid."""
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, command: list[str], env: dict[str, str], cwd: Path | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [part.replace("{port}", str(self.port)) for part in command],

@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 from starlette.routing import Router
 from starlette.types import ASGIApp
 
+from ledger.client_address import ClientAddress
 from ledger.config import Settings
 from ledger.middleware.errors import ErrorMiddleware
 from ledger.middleware.headers import ResponseHeadersMiddleware
 from ledger.middleware.observe import ObserveMiddleware
+from ledger.ratelimit import RateLimitMiddleware, TokenBuckets
 from ledger.routes.accounts import account_routes
+from ledger.routes.feed import feed_routes
 from ledger.routes.health import health_routes
 from ledger.routes.meta import meta_routes
 from ledger.routes.transfers import transfer_routes
@@ -22,6 +25,7 @@ from ledger.runtime import Runtime
 def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGIApp, Runtime]:
     """The ledger ASGI app and the runtime it drives (the server drains through it)."""
     runtime = runtime or Runtime(settings)
+    client_address = ClientAddress(settings.trusted_proxies)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Router) -> AsyncIterator[None]:
@@ -37,6 +41,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
             *account_routes(runtime),
             *transfer_routes(runtime),
             *meta_routes(runtime),
+            *feed_routes(runtime, client_address),
         ],
         lifespan=lifespan,
         redirect_slashes=False,
@@ -44,6 +49,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
     # Outermost first on the way in: headers wrap everything, so even a crash's 500 carries
     # x-request-id and x-served-by; errors are rendered innermost, inside the metrics.
     app: ASGIApp = ErrorMiddleware(router)
+    if settings.rate_limit_per_minute > 0:
+        buckets = TokenBuckets(
+            settings.rate_limit_per_minute,
+            lambda: runtime.cluster.size,
+            max_clients=settings.rate_limit_max_clients,
+        )
+        app = RateLimitMiddleware(app, buckets, client_address, runtime.metrics.rate_limited.inc)
     app = ObserveMiddleware(app, runtime.metrics)
     app = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
     return app, runtime

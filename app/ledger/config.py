@@ -44,6 +44,11 @@ class Settings:
     shutdown_timeout_seconds: float = 20.0
     discovery: Discovery = Discovery()
     rate_limit_per_minute: int = 0  # 0 disables rate limiting
+    rate_limit_max_clients: int = 100_000
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    cluster_interval_seconds: float = 5.0
+    cluster_dns_server: str = ""  # host:port; empty means the system resolver
+    ws_max_per_client: int = 10
     log_format: LogFormat = "json"
     log_level: str = "INFO"
     db_pool_min: int = 1
@@ -89,6 +94,11 @@ class Settings:
             shutdown_timeout_seconds=_seconds(env, "SHUTDOWN_TIMEOUT_SECONDS", 20.0, high=3600),
             discovery=parse_discovery(env.get("CLUSTER_DISCOVERY", "")),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 0, low=0, high=10_000_000),
+            rate_limit_max_clients=_int(env, "RATE_LIMIT_MAX_CLIENTS", 100_000, low=1, high=10_000_000),
+            trusted_proxies=parse_trusted_proxies(env.get("TRUSTED_PROXIES", "")),
+            cluster_interval_seconds=_seconds(env, "CLUSTER_INTERVAL_SECONDS", 5.0, high=300, low=0.1),
+            cluster_dns_server=_dns_server(env.get("CLUSTER_DNS_SERVER", "")),
+            ws_max_per_client=_int(env, "WS_MAX_PER_CLIENT", 10, low=1, high=100_000),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),  # type: ignore[arg-type]
             log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             db_pool_min=pool_min,
@@ -114,6 +124,34 @@ def parse_discovery(raw: str) -> Discovery:
     raise ConfigError(
         f"CLUSTER_DISCOVERY must be dns:<name>, static:<host:port,...> or unset (got {value!r})"
     )
+
+
+def parse_trusted_proxies(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """TRUSTED_PROXIES: comma-separated addresses or CIDR ranges whose X-Forwarded-For is believed."""
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXIES entry {item!r} is not an IP address or CIDR range (e.g. 10.0.0.0/8)"
+            ) from None
+    return tuple(networks)
+
+
+def _dns_server(raw: str) -> str:
+    value = raw.strip()
+    if value:
+        host, sep, port = value.rpartition(":")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            host = ""
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"CLUSTER_DNS_SERVER must be ip:port, e.g. 127.0.0.1:5353 (got {value!r})")
+    return value
 
 
 def _check_host_port(peer: str) -> None:

@@ -62,5 +62,7 @@ def configure_logging(log_format: str, level: str, static_fields: dict[str, Any]
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Peer probes run every few seconds: httpx's per-request INFO lines would drown the log.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
     # ledger writes its own access log with request ids; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True

@@ -45,6 +45,26 @@ class Metrics:
             "ledger_draining", "1 while the process drains after SIGTERM.", registry=self.registry
         )
         self.ready = Gauge("ledger_ready", "1 when the last readiness check passed.", registry=self.registry)
+        self.websockets = Gauge(
+            "ledger_websockets_open", "Open /ws/transfers connections.", registry=self.registry
+        )
+        self.feed_connected = Gauge(
+            "ledger_feed_connected",
+            "1 while the LISTEN connection behind the transfer feed is up; 0 means degraded.",
+            registry=self.registry,
+        )
+        self.feed_reconnects = Counter(
+            "ledger_feed_reconnects_total", "Times the transfer feed reconnected.", registry=self.registry
+        )
+        self.cluster_size = Gauge(
+            "ledger_cluster_size",
+            "Live instances this one knows of, itself included.",
+            registry=self.registry,
+        )
+        self.cluster_size.set(1)
+        self.rate_limited = Counter(
+            "ledger_rate_limited_total", "Requests refused with 429.", registry=self.registry
+        )
         self._pool_stats: PoolStats = lambda: None
         self.registry.register(_PoolCollector(lambda: self._pool_stats()))
 

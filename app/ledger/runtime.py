@@ -8,8 +8,10 @@ import logging
 
 import asyncpg
 
+from ledger.cluster import Cluster, DnsSource, PeerSource, StaticSource
 from ledger.config import Settings
 from ledger.errors import ServiceUnavailable
+from ledger.feed import TransferFeed
 from ledger.health import DatabasePing
 from ledger.metrics import Metrics
 from ledger.migrate import expected_version, schema_version
@@ -18,6 +20,16 @@ from ledger.store import LedgerStore
 log = logging.getLogger("ledger.runtime")
 
 _RETRY_MIN, _RETRY_MAX = 0.25, 5.0
+
+
+def peer_source(settings: Settings) -> PeerSource | None:
+    """The discovery strategy CLUSTER_DISCOVERY names, or None when the instance is alone."""
+    discovery = settings.discovery
+    if discovery.mode == "dns":
+        return DnsSource(discovery.dns_name, settings.port, settings.cluster_dns_server)
+    if discovery.mode == "static":
+        return StaticSource(discovery.static_peers)
+    return None
 
 
 async def reset_if_in_transaction(conn: asyncpg.Connection) -> None:
@@ -49,6 +61,20 @@ class Runtime:
             cache_seconds=settings.ready_cache_seconds,
         )
         self._start_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.drain_started = asyncio.Event()
+        self.cluster = Cluster(
+            peer_source(settings),
+            settings.served_by,
+            settings.cluster_interval_seconds,
+            on_change=self.metrics.cluster_size.set,
+        )
+        self.feed = TransferFeed(
+            settings.database_url,
+            f"ledger-{settings.served_by}-feed",
+            on_state=lambda connected: self.metrics.feed_connected.set(1 if connected else 0),
+            on_reconnect=self.metrics.feed_reconnects.inc,
+        )
 
     @property
     def store(self) -> LedgerStore:
@@ -59,7 +85,10 @@ class Runtime:
 
     def start(self) -> None:
         """Connect in the background: the process answers probes while it waits for Postgres."""
-        self._start_task = asyncio.get_running_loop().create_task(self._connect_until_started())
+        self._loop = asyncio.get_running_loop()
+        self._start_task = self._loop.create_task(self._connect_until_started())
+        self.feed.start()
+        self.cluster.start()
 
     async def stop(self, close_within: float = 5.0) -> None:
         """Stop starting, then close the pool, waiting at most `close_within` seconds."""
@@ -67,6 +96,8 @@ class Runtime:
             self._start_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._start_task
+        await self.cluster.stop()
+        await self.feed.stop()
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), close_within)
@@ -76,11 +107,14 @@ class Runtime:
             log.info("database pool closed")
 
     def begin_drain(self) -> None:
-        """Readiness turns 503 from now on; the process keeps serving."""
+        """Readiness turns 503 from now on; the process keeps serving. Websockets are told
+        to go (1001). Safe to call from a signal handler."""
         if not self.draining:
             self.draining = True
             self.metrics.draining.set(1)
             self.metrics.ready.set(0)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.drain_started.set)
 
     async def readiness_failure(self) -> str | None:
         """None when ready for traffic, else the reason it is not."""

@@ -46,14 +46,20 @@ def module_database_url(postgres: EmbeddedPostgres) -> str:
 def _starter(tmp_path: Path, database_url: str) -> Iterator[StartLedger]:
     started: list[LedgerProcess] = []
 
-    def start(wait_for: str | None = "/health/ready", **env: str) -> LedgerProcess:
+    def start(
+        wait_for: str | None = "/health/ready",
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        **env: str,
+    ) -> LedgerProcess:
         settings = {
             "DATABASE_URL": database_url,
             "LOG_FORMAT": "json",
             "INSTANCE_ID": f"test-{len(started)}",
             **env,
         }
-        process = LedgerProcess(settings, tmp_path / f"ledger-{len(started)}.log")
+        process = LedgerProcess(settings, tmp_path / f"ledger-{len(started)}.log", port=port, host=host)
         started.append(process)
         return process.start(wait_for=wait_for)
 
@@ -75,6 +81,17 @@ def ledger(tmp_path_factory: pytest.TempPathFactory, module_database_url: str) -
         process = start()
         with httpx.Client(base_url=process.url, timeout=10) as client:
             yield client
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A Postgres this test may stop: not the one the other tests share."""
+    server = EmbeddedPostgres(tmp_path / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 def open_account(client: httpx.Client, balance: int, currency: str = "EUR", name: str = "acct") -> str:

@@ -4,6 +4,7 @@ a slow in-flight request finishes after the listener closed, and the process exi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import uuid
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.app.conftest import StartLedger
 
@@ -31,6 +34,16 @@ class Outcome:
 class Load:
     outcomes: list[Outcome] = field(default_factory=list)
     ready_during_drain: list[int] = field(default_factory=list)
+    socket_closes: list[tuple[int | None, float]] = field(default_factory=list)
+
+
+async def _subscriber(url: str, load: Load) -> None:
+    """A websocket that reads until the server closes it; records the code and when."""
+    async with ws_connect(url.replace("http://", "ws://") + "/ws/transfers") as ws:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in ws:
+                pass
+        load.socket_closes.append((ws.close_code, time.monotonic()))
 
 
 async def _worker(url: str, accounts: list[str], stop_at: list[float], load: Load, index: int) -> None:
@@ -83,8 +96,10 @@ async def _scenario(start: StartLedger, database_url: str) -> tuple[Load, float,
         workers = [
             asyncio.create_task(_worker(process.url, [busy, other], stop_at, load, i)) for i in range(WORKERS)
         ]
+        sockets = [asyncio.create_task(_subscriber(process.url, load)) for _ in range(3)]
         await asyncio.sleep(0.5)
         assert not slow.done(), "the slow request should be blocked on the row lock"
+        assert not any(s.done() for s in sockets), "websockets should be open before SIGTERM"
 
         sigterm_at = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -94,7 +109,7 @@ async def _scenario(start: StartLedger, database_url: str) -> tuple[Load, float,
             while time.monotonic() < stop_at[0]:
                 load.ready_during_drain.append((await probe.get("/health/ready")).status_code)
                 await asyncio.sleep(0.1)
-        await asyncio.gather(*workers)
+        await asyncio.gather(*workers, *sockets)
 
         await asyncio.sleep(max(0.0, sigterm_at + DRAIN + 0.5 - time.monotonic()))
         assert not slow.done(), "the slow request must still be in flight after the listener closed"
@@ -118,6 +133,9 @@ def test_sigterm_drains_without_failing_a_request(start_ledger: StartLedger, dat
     assert failures == [], failures[:5]
 
     assert load.ready_during_drain and set(load.ready_during_drain) == {503}
+    # Open websockets were told to go away (1001) inside the drain window.
+    assert [code for code, _ in load.socket_closes] == [1001, 1001, 1001]
+    assert all(sigterm_at < at < sigterm_at + DRAIN for _, at in load.socket_closes)
     assert slow_answer.status_code == 201, slow_answer.text
     assert exit_code == 0
     assert exited_after <= DRAIN + SHUTDOWN_TIMEOUT + 1, exited_after

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from cutover.local.ledger_process import LedgerProcess
 from cutover.local.postgres import EmbeddedPostgres
 from tests.app.conftest import migrate_database
-
-
-@pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    """A Postgres this test may stop: not the one the other tests share."""
-    server = EmbeddedPostgres(tmp_path / "pg")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.destroy()
 
 
 def poll(url: str, until_status: int, timeout: float, watch_live: list[int]) -> float:

@@ -33,8 +33,18 @@ def meta_routes(runtime: Runtime) -> list[Route]:
                     "address": f"{settings.host}:{settings.port}",
                     "draining": runtime.draining,
                 },
-                "discovery": settings.discovery.mode,
-                "peers": [],
+                "discovery": {
+                    "mode": settings.discovery.mode,
+                    "interval_seconds": settings.cluster_interval_seconds,
+                    "error": runtime.cluster.source_error or None,
+                },
+                "size": runtime.cluster.size,
+                "peers": runtime.cluster.describe(),
+                "feed": {
+                    "degraded": runtime.feed.degraded,
+                    "error": runtime.feed.last_error or None,
+                    "subscribers": runtime.feed.subscriber_count,
+                },
             }
         )
 

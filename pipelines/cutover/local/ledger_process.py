@@ -20,17 +20,20 @@ class LedgerStartError(RuntimeError):
 
 
 class LedgerProcess:
-    """One `ledger serve` process bound to 127.0.0.1 on its own port."""
+    """One `ledger serve` process on a loopback address (127.0.0.1 unless told otherwise)."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port)}
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.env = {**os.environ, **env, "HOST": host, "PORT": str(self.port)}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:

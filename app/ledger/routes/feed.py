@@ -1,0 +1,98 @@
+"""WS /ws/transfers: every committed transfer in the cluster, as JSON text messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ledger.client_address import ClientAddress
+from ledger.feed import Subscriber
+from ledger.runtime import Runtime
+
+GOING_AWAY = 1001  # the server is draining: reconnect (the load balancer sends you elsewhere)
+POLICY_VIOLATION = 1008  # too many connections from one client
+TRY_AGAIN_LATER = 1013  # this subscriber fell too far behind
+
+
+class PerClientLimit:
+    """At most `limit` open websockets per client address."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, client: str) -> bool:
+        if self._open[client] >= self.limit:
+            return False
+        self._open[client] += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
+
+
+def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSocketRoute]:
+    limit = PerClientLimit(runtime.settings.ws_max_per_client)
+
+    async def transfers(websocket: WebSocket) -> None:
+        client = client_address(websocket.scope)
+        # Accept first: a close before the handshake completes reaches the client as a bare
+        # HTTP 403, without the close code and reason that tell it what to do.
+        await websocket.accept()
+        if runtime.draining:
+            await websocket.close(GOING_AWAY, "server is draining; reconnect")
+            return
+        if not limit.acquire(client):
+            await websocket.close(
+                POLICY_VIOLATION, f"too many websocket connections from this address (limit {limit.limit})"
+            )
+            return
+        subscriber = runtime.feed.subscribe()
+        runtime.metrics.websockets.inc()
+        try:
+            await _serve(websocket, subscriber, runtime.drain_started)
+        finally:
+            runtime.feed.unsubscribe(subscriber)
+            runtime.metrics.websockets.dec()
+            limit.release(client)
+
+    return [WebSocketRoute("/ws/transfers", transfers)]
+
+
+async def _serve(websocket: WebSocket, subscriber: Subscriber, drain_started: asyncio.Event) -> None:
+    async def pump() -> None:
+        while True:
+            await websocket.send_text(await subscriber.queue.get())
+
+    async def until_client_leaves() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    tasks = {
+        asyncio.ensure_future(pump()): None,
+        asyncio.ensure_future(until_client_leaves()): None,
+        asyncio.ensure_future(drain_started.wait()): (GOING_AWAY, "server is draining; reconnect"),
+        asyncio.ensure_future(subscriber.overflowed.wait()): (
+            TRY_AGAIN_LATER,
+            "subscriber too slow; reconnect",
+        ),
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        close = tasks[task]
+        if close is not None:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client left meanwhile
+                await websocket.close(*close)
+            return
