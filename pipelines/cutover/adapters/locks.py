@@ -1,0 +1,222 @@
+"""Locks: one operation per environment, as a lease that a background thread renews.
+
+Both backends share the lease logic (LeaseLock) and differ only in where the lease lives:
+a DynamoDB item written with conditional puts, or a JSON file guarded by flock.
+An expired lease can be taken over; `force` (cutover's --break-lock) takes any lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cutover.ports import LockHeld, LockLost
+
+
+class LeaseLock:
+    """The lease protocol; subclasses store it (`_try_put`, `_renew`, `_delete`, `holder`)."""
+
+    def __init__(self, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._token: str | None = None
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self, owner: str, operation: str, *, force: bool = False) -> None:
+        token = uuid.uuid4().hex
+        now = self._clock()
+        lease = {
+            "owner": owner,
+            "operation": operation,
+            "token": token,
+            "acquired_at": now,
+            "expires_at": now + self.lease_seconds,
+        }
+        if not self._try_put(lease, now, force):
+            holder = self.holder() or {"owner": "?", "operation": "?"}
+            raise LockHeld(holder)
+        self._token, self._lost = token, None
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name="cutover-lock-renewer", daemon=True)
+        self._renewer.start()
+
+    def ensure_held(self) -> None:
+        if self._token is None:
+            raise LockLost("the lock is not held")
+        if self._lost is not None:
+            raise LockLost(self._lost)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+        if self._token is not None:
+            with contextlib.suppress(Exception):  # an expired or taken-over lease is not ours to delete
+                self._delete(self._token)
+        self._token = None
+
+    def holder(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            token = self._token
+            if token is None:
+                return
+            try:
+                if not self._renew(token, self._clock() + self.lease_seconds):
+                    self._lost = "the lease was taken over by another operation"
+                    return
+            except Exception as exc:  # cannot renew: by the time the lease ends, it is lost
+                self._lost = f"could not renew the lease: {exc}"
+                return
+
+    def _try_put(self, lease: dict[str, Any], now: float, force: bool) -> bool:
+        raise NotImplementedError
+
+    def _renew(self, token: str, expires_at: float) -> bool:
+        raise NotImplementedError
+
+    def _delete(self, token: str) -> None:
+        raise NotImplementedError
+
+
+class DynamoDBLock(LeaseLock):
+    """Item `{lock_id: <env>, owner, operation, token, acquired_at, expires_at}`; the table's
+    TTL attribute is `expires_at`, so an abandoned lease also disappears on its own."""
+
+    def __init__(self, client: Any, table: str, env: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client, self.table, self.key = client, table, {"lock_id": {"S": env}}
+
+    def holder(self) -> dict[str, Any] | None:
+        item = self.client.get_item(TableName=self.table, Key=self.key, ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        lease = {k: (v["S"] if "S" in v else float(v["N"])) for k, v in item.items() if k != "lock_id"}
+        lease["expired"] = lease["expires_at"] < self._clock()
+        return lease
+
+    def _try_put(self, lease: dict[str, Any], now: float, force: bool) -> bool:
+        item = {**self.key, **{k: _attr(v) for k, v in lease.items()}}
+        condition: dict[str, Any] = {}
+        if not force:
+            condition = {
+                "ConditionExpression": "attribute_not_exists(lock_id) OR expires_at < :now",
+                "ExpressionAttributeValues": {":now": _attr(now)},
+            }
+        try:
+            self.client.put_item(TableName=self.table, Item=item, **condition)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _renew(self, token: str, expires_at: float) -> bool:
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self.key,
+                UpdateExpression="SET expires_at = :e",
+                ConditionExpression="#t = :t",
+                ExpressionAttributeNames={"#t": "token"},
+                ExpressionAttributeValues={":e": _attr(expires_at), ":t": {"S": token}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _delete(self, token: str) -> None:
+        self.client.delete_item(
+            TableName=self.table,
+            Key=self.key,
+            ConditionExpression="#t = :t",
+            ExpressionAttributeNames={"#t": "token"},
+            ExpressionAttributeValues={":t": {"S": token}},
+        )
+
+
+def _attr(value: Any) -> dict[str, str]:
+    if isinstance(value, int | float | Decimal):
+        return {"N": str(value)}
+    return {"S": str(value)}
+
+
+class FileLock(LeaseLock):
+    """The lease as a JSON file; every read-modify-write happens under flock."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield handle
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _read(handle: Any) -> dict[str, Any] | None:
+        handle.seek(0)
+        text = handle.read().strip()
+        return json.loads(text) if text else None
+
+    @staticmethod
+    def _write(handle: Any, lease: dict[str, Any] | None) -> None:
+        handle.seek(0)
+        handle.truncate()
+        if lease is not None:
+            handle.write(json.dumps(lease))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def holder(self) -> dict[str, Any] | None:
+        with self._locked() as handle:
+            lease = self._read(handle)
+        if lease is not None:
+            lease["expired"] = lease["expires_at"] < self._clock()
+        return lease
+
+    def _try_put(self, lease: dict[str, Any], now: float, force: bool) -> bool:
+        with self._locked() as handle:
+            current = self._read(handle)
+            if current is not None and current["expires_at"] >= now and not force:
+                return False
+            self._write(handle, lease)
+        return True
+
+    def _renew(self, token: str, expires_at: float) -> bool:
+        with self._locked() as handle:
+            current = self._read(handle)
+            if current is None or current["token"] != token:
+                return False
+            current["expires_at"] = expires_at
+            self._write(handle, current)
+        return True
+
+    def _delete(self, token: str) -> None:
+        with self._locked() as handle:
+            current = self._read(handle)
+            if current is not None and current["token"] == token:
+                self._write(handle, None)

@@ -1,0 +1,91 @@
+"""Deployer through the Pulumi Automation API: set the color's image in the stack config,
+then `pulumi up` targeted at that color's resources only.
+
+The Automation API drives the Pulumi CLI, which this package does not ship: the logic here
+talks to a small `Stack` protocol; `AutomationStack` is the real one, tests use a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from cutover.model import Color
+
+
+class Stack(Protocol):
+    def set_config(self, key: str, value: str) -> None: ...
+
+    def get_config(self, key: str) -> str | None: ...
+
+    def outputs(self) -> dict[str, Any]: ...
+
+    def up(self, targets: list[str], on_output: Callable[[str], None]) -> str:
+        """Run a targeted update; returns the update's result ("succeeded", ...)."""
+        ...
+
+
+class PulumiDeployer:
+    """Image per color lives in stack config `cutover:<color>Image`; the program exports,
+    in `cutover_env.colors.<color>.urns`, the URNs an update of that color must target."""
+
+    def __init__(self, stack: Stack, config_key: str = "cutover:{color}Image") -> None:
+        self.stack = stack
+        self.config_key = config_key
+
+    def _key(self, color: Color) -> str:
+        return self.config_key.format(color=color)
+
+    def current_image(self, color: Color) -> str | None:
+        return self.stack.get_config(self._key(color))
+
+    def targets(self, color: Color) -> list[str]:
+        env = self.stack.outputs().get("cutover_env") or {}
+        urns = env.get("colors", {}).get(color, {}).get("urns") or []
+        if not urns:
+            raise RuntimeError(
+                f"stack output cutover_env.colors.{color}.urns is empty: run a full `pulumi up` once first"
+            )
+        return [str(urn) for urn in urns]
+
+    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> None:
+        targets = self.targets(color)  # before touching config: fail with nothing changed
+        previous = self.current_image(color)
+        self.stack.set_config(self._key(color), image)
+        progress(f"pulumi up --target ({len(targets)} resources of {color}), image {previous} -> {image}")
+        try:
+            result = self.stack.up(targets, progress)
+        except Exception:
+            if previous is not None:  # leave the config describing what actually runs
+                self.stack.set_config(self._key(color), previous)
+            raise
+        if result != "succeeded":
+            if previous is not None:
+                self.stack.set_config(self._key(color), previous)
+            raise RuntimeError(f"pulumi up for {color} ended {result}")
+
+
+class AutomationStack:
+    """The real Stack: needs the Pulumi CLI on PATH and the project's work dir."""
+
+    def __init__(self, stack_name: str, work_dir: str) -> None:
+        from pulumi import automation
+
+        self._automation = automation
+        self._stack = automation.select_stack(stack_name=stack_name, work_dir=work_dir)
+
+    def set_config(self, key: str, value: str) -> None:
+        self._stack.set_config(key, self._automation.ConfigValue(value=value))
+
+    def get_config(self, key: str) -> str | None:
+        try:
+            return str(self._stack.get_config(key).value)
+        except self._automation.CommandError:
+            return None
+
+    def outputs(self) -> dict[str, Any]:
+        return {name: output.value for name, output in self._stack.outputs().items()}
+
+    def up(self, targets: list[str], on_output: Callable[[str], None]) -> str:
+        result = self._stack.up(target=targets, target_dependents=True, on_output=on_output)
+        return str(result.summary.result)

@@ -1,0 +1,101 @@
+"""The vocabulary of a blue/green release: colors, traffic weights, strategies."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, cast
+
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, Color] = ("blue", "green")
+
+
+class BadInput(ValueError):
+    """Input the user must fix; the CLI prints it as one line and exits 2."""
+
+
+def parse_color(value: str) -> Color:
+    if value not in COLORS:
+        raise BadInput(f"color must be blue or green (got {value!r})")
+    return cast(Color, value)
+
+
+def other(color: Color) -> Color:
+    return "green" if color == "blue" else "blue"
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Weights of both colors (0-100 each, summing to 100) and the generation they carry.
+
+    The generation increases by one with every change; a writer states the generation it
+    read, so a change based on a stale read fails instead of overwriting someone else's.
+    """
+
+    blue: int
+    green: int
+    generation: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.blue <= 100 and 0 <= self.green <= 100 and self.blue + self.green == 100):
+            raise BadInput(f"weights must be 0-100 and sum to 100 (got blue {self.blue}, green {self.green})")
+
+    @classmethod
+    def all_on(cls, color: Color, generation: int = 0) -> Traffic:
+        return cls.with_weight(color, 100, generation)
+
+    @classmethod
+    def with_weight(cls, color: Color, weight: int, generation: int = 0) -> Traffic:
+        """`color` gets `weight`, the other color the rest."""
+        if not 0 <= weight <= 100:
+            raise BadInput(f"weight must be between 0 and 100 (got {weight})")
+        if color == "blue":
+            return cls(weight, 100 - weight, generation)
+        return cls(100 - weight, weight, generation)
+
+    def weight(self, color: Color) -> int:
+        return self.blue if color == "blue" else self.green
+
+    @property
+    def active(self) -> Color | None:
+        """The color with all the traffic, or None while traffic is split."""
+        if self.blue == 100:
+            return "blue"
+        if self.green == 100:
+            return "green"
+        return None
+
+    def same_weights(self, other_traffic: Traffic) -> bool:
+        return (self.blue, self.green) == (other_traffic.blue, other_traffic.green)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"blue": self.blue, "green": self.green, "generation": self.generation}
+
+    def __str__(self) -> str:
+        return f"blue {self.blue} / green {self.green}"
+
+
+_CANARY = re.compile(r"^canary:(\d{1,3}(?:,\d{1,3})*)$")
+_LINEAR = re.compile(r"^linear:(\d{1,3})$")
+
+
+def parse_strategy(text: str) -> tuple[int, ...]:
+    """The weights the new color takes, step by step, ending at 100.
+
+    `all-at-once` -> (100,); `canary:10,50,100` -> (10, 50, 100) (strictly increasing, 100
+    appended when missing); `linear:25` -> (25, 50, 75, 100).
+    """
+    value = text.strip()
+    if value == "all-at-once":
+        return (100,)
+    if match := _CANARY.match(value):
+        steps = tuple(int(part) for part in match[1].split(","))
+        if any(not 1 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+            raise BadInput(f"canary steps must be increasing weights from 1 to 100 (got {value!r})")
+        return steps if steps[-1] == 100 else (*steps, 100)
+    if match := _LINEAR.match(value):
+        step = int(match[1])
+        if not 1 <= step <= 100:
+            raise BadInput(f"linear step must be from 1 to 100 (got {value!r})")
+        return (*range(step, 100, step), 100)
+    raise BadInput(f"strategy must be all-at-once, canary:<w1,w2,...> or linear:<step> (got {value!r})")

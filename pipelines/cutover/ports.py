@@ -1,0 +1,117 @@
+"""The small interfaces the release state machine drives. Adapters live in cutover.adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cutover.model import Color, Traffic
+
+
+class ConcurrentChange(RuntimeError):
+    """Traffic changed since it was read: someone else wrote. Nothing was overwritten."""
+
+
+class LockHeld(RuntimeError):
+    """Another operation holds the environment's lock."""
+
+    def __init__(self, holder: dict[str, Any]) -> None:
+        super().__init__(f"locked by {holder.get('owner', '?')} ({holder.get('operation', '?')})")
+        self.holder = holder
+
+
+class LockLost(RuntimeError):
+    """This operation's lease was taken over or could not be renewed."""
+
+
+class TrafficRouter(Protocol):
+    """Reads and sets the weights of blue and green, atomically, with compare-and-swap."""
+
+    def read(self) -> Traffic: ...
+
+    def set(self, target: Traffic, expected: Traffic) -> Traffic:
+        """Move from `expected` (as read) to `target`'s weights in one atomic change.
+
+        Raises ConcurrentChange if the live state is no longer `expected`. Returns the new
+        state (with its new generation) once it is applied, before it is in sync.
+        """
+        ...
+
+    def wait_in_sync(self, timeout: float) -> float:
+        """Block until the last change is served everywhere; returns the seconds waited."""
+        ...
+
+
+class Deployer(Protocol):
+    """Puts an image on a color and reports what each color runs."""
+
+    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> None: ...
+
+    def current_image(self, color: Color) -> str | None: ...
+
+
+class Lock(Protocol):
+    """One operation at a time per environment, as a lease renewed while it runs."""
+
+    def acquire(self, owner: str, operation: str, *, force: bool = False) -> None:
+        """Take the lock, or raise LockHeld. `force` takes it whoever holds it."""
+        ...
+
+    def ensure_held(self) -> None:
+        """Renew the lease if due; raise LockLost if it is no longer ours."""
+        ...
+
+    def release(self) -> None: ...
+
+    def holder(self) -> dict[str, Any] | None: ...
+
+
+@dataclass
+class Record:
+    """One audit entry: a release, shift or rollback, from start to outcome."""
+
+    id: str
+    operation: str  # release | shift | rollback
+    actor: str
+    env: str
+    started_at: float
+    from_traffic: dict[str, int]
+    image: str | None = None
+    to_color: str | None = None
+    to_traffic: dict[str, int] | None = None
+    outcome: str = "running"  # running | succeeded | failed | refused
+    reason: str = ""
+    finished_at: float | None = None
+    seconds: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class History(Protocol):
+    def write(self, record: Record) -> None:
+        """Insert or update (by id) one record."""
+        ...
+
+    def recent(self, limit: int = 20) -> list[Record]:
+        """Newest first."""
+        ...
+
+
+class Health(Protocol):
+    """Health of one color, checked on that color's own endpoint."""
+
+    def ready(self, color: Color) -> tuple[bool, str]:
+        """(passed, reason) of one readiness probe."""
+        ...
+
+    def smoke(self, color: Color) -> tuple[bool, str]:
+        """(passed, reason) of the configured smoke checks."""
+        ...
+
+    def endpoint(self, color: Color) -> str: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
