@@ -45,7 +45,8 @@ def build_router(env: EnvConfig) -> TrafficRouter:
         )
     from cutover.adapters.envoy_router import EnvoyRouter
 
-    return EnvoyRouter.from_spec(spec, base=env.path.parent)
+    router: TrafficRouter = EnvoyRouter.from_spec(spec, base=env.path.parent)
+    return router
 
 
 def build_deployer(env: EnvConfig) -> Deployer:
@@ -75,10 +76,12 @@ def build_history(env: EnvConfig) -> History:
     return FileHistory(_relative(env, spec["path"]))
 
 
-def build_machine(env: EnvConfig, reporter: Reporter | None = None) -> ReleaseMachine:
+def build_machine(
+    env: EnvConfig, reporter: Reporter | None = None, router: TrafficRouter | None = None
+) -> ReleaseMachine:
     return ReleaseMachine(
         env.name,
-        build_router(env),
+        router or build_router(env),
         build_deployer(env),
         build_lock(env),
         build_history(env),

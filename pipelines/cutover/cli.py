@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 from cutover import envconfig
 from cutover.adapters.http_health import HttpHealth
 from cutover.build import build_deployer, build_history, build_lock, build_machine, build_router
-from cutover.machine import Reporter, Result, State
+from cutover.machine import ReleaseMachine, Reporter, Result, State
 from cutover.model import COLORS, BadInput, parse_color, parse_strategy
 from cutover.ports import Record
 
@@ -66,6 +66,15 @@ class ConsoleReporter(Reporter):
         err.print(f"[dim]{time.monotonic() - self.started:6.1f}s    {message}[/dim]")
 
 
+def _machine(env: str) -> ReleaseMachine:
+    """The machine for `env`, after a read of the traffic records: an environment whose
+    records are missing is refused here, before any progress output or lock."""
+    config = envconfig.load(env)
+    router = build_router(config)
+    router.read()
+    return build_machine(config, ConsoleReporter(), router)
+
+
 def _finish(result: Result, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(result.as_dict()))
@@ -95,7 +104,7 @@ def release(
         raise BadInput("--image must not be empty")
     if bake is not None and bake < 0:
         raise BadInput(f"--bake must be 0 or more seconds (got {bake:g})")
-    machine = build_machine(envconfig.load(env), ConsoleReporter())
+    machine = _machine(env)
     _finish(machine.release(image.strip(), steps, bake=bake, resume=resume), as_json)
 
 
@@ -110,7 +119,7 @@ def shift(
     color = parse_color(to)
     if not 0 <= weight <= 100:
         raise BadInput(f"--weight must be from 0 to 100 (got {weight})")
-    machine = build_machine(envconfig.load(env), ConsoleReporter())
+    machine = _machine(env)
     _finish(machine.shift(color, weight), as_json)
 
 
@@ -126,7 +135,7 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """All traffic back to the previous color, in one atomic change."""
-    machine = build_machine(envconfig.load(env), ConsoleReporter())
+    machine = _machine(env)
     _finish(machine.rollback(force=force, break_lock=break_lock), as_json)
 
 
@@ -165,9 +174,9 @@ def status(env: EnvOption, as_json: JsonOption = False) -> None:
     table = Table(title=f"cutover status: {config.name}")
     for column in ("color", "weight", "image", "health", "endpoint"):
         table.add_column(column)
-    for color, info in colors.items():
+    for name, info in colors.items():
         mark = "[green]ok[/green]" if info["healthy"] else f"[red]{info['health']}[/red]"
-        table.add_row(color, f"{info['weight']}%", str(info["image"] or "-"), mark, info["endpoint"])
+        table.add_row(name, f"{info['weight']}%", str(info["image"] or "-"), mark, info["endpoint"])
     out.print(table)
     out.print(report["explanation"])
 
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print("cutover: aborted")
         return 130
     except TyperException as usage:  # unknown option, missing --image, ...: one line, exit 2
-        message = getattr(usage, "format_message", lambda: str(usage))()
+        format_message = getattr(usage, "format_message", None)
+        message = format_message() if callable(format_message) else str(usage)
         err.print(f"cutover: {message}", markup=False)
         return 2
     return int(code or 0)

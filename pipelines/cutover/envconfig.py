@@ -38,7 +38,7 @@ class EnvConfig:
     lock: dict[str, Any]
     history: dict[str, Any]
     endpoints: dict[Color, str]
-    gates: Gates = Gates()
+    gates: Gates = field(default_factory=Gates)
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     aws: dict[str, Any] = field(default_factory=dict)
 
@@ -103,7 +103,7 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
     except (TypeError, ValueError, AttributeError) as exc:
         raise BadInput(f"{path}: `gates` has an unknown key or a bad value ({exc})") from None
     smoke_raw = raw.get("smoke_checks")
-    smoke = DEFAULT_SMOKE_CHECKS
+    smoke: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     if smoke_raw is not None:
         try:
             smoke = tuple(SmokeCheck(**check) for check in smoke_raw)

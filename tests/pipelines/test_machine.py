@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,15 +18,18 @@ GATES = Gates(
 
 
 def machine(
-    router: FakeRouter, health: ScriptedHealth, **kw: object
+    router: FakeRouter,
+    health: ScriptedHealth,
+    lock: FakeLock | None = None,
+    deployer: FakeDeployer | None = None,
 ) -> tuple[ReleaseMachine, FakeLock, MemoryHistory]:
-    lock = kw.pop("lock", FakeLock())
+    lock = lock or FakeLock()
     history = MemoryHistory()
     m = ReleaseMachine(
         "test",
         router,
-        kw.pop("deployer", FakeDeployer()),  # type: ignore[arg-type]
-        lock,  # type: ignore[arg-type]
+        deployer or FakeDeployer(),
+        lock,
         history,
         health,
         GATES,
@@ -33,7 +37,7 @@ def machine(
         actor="tester",
         wall_clock=itertools.count(1000).__next__,
     )
-    return m, lock, history  # type: ignore[return-value]
+    return m, lock, history
 
 
 def test_release_promotes_through_every_canary_step() -> None:
@@ -95,32 +99,48 @@ def test_every_transition_taken_is_in_the_chart() -> None:
     assert terminal == {State.SUCCEEDED, State.FAILED, State.REFUSED, State.LOCKED}
 
 
-faults = st.fixed_dictionaries(
-    {
-        "deploy_fails": st.booleans(),
-        "green_health": st.lists(st.booleans(), max_size=12),
-        "smoke_ok": st.booleans(),
-        "fail_set_at": st.one_of(st.none(), st.integers(1, 4)),
-        "fail_after_apply": st.booleans(),
-        "lose_lock_after": st.one_of(st.none(), st.integers(0, 8)),
-        "steps": st.sampled_from([(100,), (10, 50, 100), (25, 50, 75, 100), (1, 100)]),
-        "bake": st.sampled_from([0.0, 6.0]),
-    }
+@dataclass(frozen=True)
+class Fault:
+    deploy_fails: bool
+    green_health: list[bool]
+    smoke_ok: bool
+    fail_set_at: int | None
+    fail_after_apply: bool
+    lose_lock_after: int | None
+    steps: tuple[int, ...]
+    bake: float
+
+    @property
+    def none(self) -> bool:
+        return (
+            not self.deploy_fails
+            and all(self.green_health)
+            and self.smoke_ok
+            and self.fail_set_at is None
+            and self.lose_lock_after is None
+        )
+
+
+faults = st.builds(
+    Fault,
+    deploy_fails=st.booleans(),
+    green_health=st.lists(st.booleans(), max_size=12),
+    smoke_ok=st.booleans(),
+    fail_set_at=st.one_of(st.none(), st.integers(1, 4)),
+    fail_after_apply=st.booleans(),
+    lose_lock_after=st.one_of(st.none(), st.integers(0, 8)),
+    steps=st.sampled_from([(100,), (10, 50, 100), (25, 50, 75, 100), (1, 100)]),
+    bake=st.sampled_from([0.0, 6.0]),
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(faults)
-def test_whatever_fails_traffic_ends_promoted_or_exactly_as_before(fault: dict[str, object]) -> None:
+def test_whatever_fails_traffic_ends_promoted_or_exactly_as_before(fault: Fault) -> None:
     before = Traffic.all_on("blue", generation=11)
-    health = ScriptedHealth({"green": iter(fault["green_health"])}, smoke_ok=bool(fault["smoke_ok"]))  # type: ignore[call-overload]
+    health = ScriptedHealth({"green": iter(fault.green_health)}, smoke_ok=fault.smoke_ok)
     moved_onto_unhealthy: list[Traffic] = []
-    router = FakeRouter(
-        before,
-        fail_set_at=fault["fail_set_at"],
-        fail_after_apply=bool(fault["fail_after_apply"]),  # type: ignore[arg-type]
-    )
-
+    router = FakeRouter(before, fail_set_at=fault.fail_set_at, fail_after_apply=fault.fail_after_apply)
     checked_since_last_set = [0]  # length of the health log at the previous set
 
     def check_gate(target: Traffic) -> None:
@@ -132,12 +152,10 @@ def test_whatever_fails_traffic_ends_promoted_or_exactly_as_before(fault: dict[s
         checked_since_last_set[0] = len(health.log)
 
     router.on_set = check_gate
-    lock = FakeLock(lose_after=fault["lose_lock_after"])  # type: ignore[arg-type]
-    m, _, history = machine(
-        router, health, lock=lock, deployer=FakeDeployer(fail=bool(fault["deploy_fails"]))
-    )
+    lock = FakeLock(lose_after=fault.lose_lock_after)
+    m, _, history = machine(router, health, lock=lock, deployer=FakeDeployer(fail=fault.deploy_fails))
 
-    result = m.release("v2", fault["steps"], bake=fault["bake"])  # type: ignore[arg-type]
+    result = m.release("v2", fault.steps, bake=fault.bake)
 
     final = router.traffic
     assert final.same_weights(Traffic.all_on("green")) or final.same_weights(before), final
@@ -149,12 +167,5 @@ def test_whatever_fails_traffic_ends_promoted_or_exactly_as_before(fault: dict[s
     assert record.outcome == result.state.value and record.operation == "release"
     if result.state == State.FAILED:
         assert result.reason and result.exit_code == 1
-    no_fault = (
-        not fault["deploy_fails"]
-        and all(fault["green_health"])  # type: ignore[call-overload]
-        and fault["smoke_ok"]
-        and fault["fail_set_at"] is None
-        and fault["lose_lock_after"] is None
-    )
-    if no_fault:
+    if fault.none:
         assert result.state == State.SUCCEEDED, result.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import httpx
@@ -46,10 +47,8 @@ class HttpHealth:
         if answer.status_code == 200:
             return True, "ready"
         reason = ""
-        try:
+        with contextlib.suppress(ValueError):
             reason = str(answer.json().get("reason", ""))
-        except ValueError:
-            pass
         return False, f"/health/ready answered {answer.status_code}" + (f" ({reason})" if reason else "")
 
     def smoke(self, color: Color) -> tuple[bool, str]:

@@ -7,6 +7,7 @@ to each pid and a wait for the graceful drain to end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,10 +134,8 @@ class LocalDeployer:
         """Signal every process of the color and wait until all have exited."""
         pids = self.pids(color)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + self.stop_timeout
         while any(pid_alive(pid) for pid in pids):
             _reap(pids)
@@ -154,7 +153,6 @@ class LocalDeployer:
 def _reap(pids: list[int]) -> None:
     """Collect the exit status of those of `pids` that are our children, so no zombie stays."""
     for pid in pids:
-        try:
+        # Not our child (started by another cutover command): its own parent reaps it.
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass  # not our child (started by another cutover command): its parent reaps it

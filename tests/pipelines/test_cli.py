@@ -1,0 +1,284 @@
+"""`cutover` end to end as a subprocess: Route53 and DynamoDB served by a moto server,
+real ledger processes as the colors (the local deployer), real HTTP health gates."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from cutover.adapters.local_deployer import LocalDeployer
+from cutover.local.ports import free_port
+from cutover.local.postgres import EmbeddedPostgres
+from tests.app.conftest import migrate_database
+from tests.pipelines.conftest import create_zone, snapshot
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+}
+
+
+@dataclass
+class Env:
+    file: Path
+    endpoint: str
+    zone: str
+    deployer: LocalDeployer
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-west-1", **_keys())
+
+    def records(self) -> list[dict[str, Any]]:
+        return snapshot(self.client("route53"), self.zone)
+
+    def weights(self) -> dict[str, int]:
+        return {r["SetIdentifier"]: r["Weight"] for r in self.records() if r.get("SetIdentifier")}
+
+    def history_items(self) -> int:
+        return int(self.client("dynamodb").scan(TableName="history")["Count"])
+
+
+def _keys() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def cutover(env: Env, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cutover", *args, "--env", str(env.file)],
+        env={**os.environ, **AWS_ENV},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_cutover(env: Env, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cutover", *args, "--env", str(env.file)],
+        env={**os.environ, **AWS_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path, postgres: EmbeddedPostgres, _route53_like_aws: None) -> Iterator[Env]:
+    database = postgres.create_database(f"cli_{tmp_path.name[-8:].lower()}")
+    migrate_database(database)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    httpx.post(f"{endpoint}/moto-api/reset")  # moto's backends are per process, not per server
+    route53 = boto3.client("route53", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
+    zone = create_zone(route53)
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
+    dynamodb.create_table(
+        TableName="locks",
+        KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.create_table(
+        TableName="history",
+        KeySchema=[
+            {"AttributeName": "env", "KeyType": "HASH"},
+            {"AttributeName": "sort_key", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "env", "AttributeType": "S"},
+            {"AttributeName": "sort_key", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    ports = {"blue": [free_port()], "green": [free_port()]}
+    app_env = {
+        "DATABASE_URL": database,
+        "DRAIN_SECONDS": "0.3",
+        "SHUTDOWN_TIMEOUT_SECONDS": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    state_dir = tmp_path / "colors"
+    spec = {
+        "name": "cli-test",
+        "router": {"type": "route53", "hosted_zone_id": zone, "record_name": "ledger.example.com"},
+        "deployer": {"type": "local", "state_dir": str(state_dir), "ports": ports, "env": app_env},
+        "lock": {"type": "dynamodb", "table": "locks", "lease_seconds": 3},
+        "history": {"type": "dynamodb", "table": "history"},
+        "aws": {"region": "eu-west-1", "endpoint_url": endpoint},
+        "colors": {c: {"endpoint": f"http://127.0.0.1:{ports[c][0]}"} for c in ("blue", "green")},
+        "gates": {
+            "ready_successes": 2,
+            "ready_interval": 0.1,
+            "ready_timeout": 20,
+            "bake_seconds": 0.3,
+            "health_interval": 0.1,
+        },
+    }
+    file = tmp_path / "cli-test.json"
+    file.write_text(json.dumps(spec))
+    deployer = LocalDeployer(state_dir, ports, app_env)  # type: ignore[arg-type]
+    deployer.deploy("blue", "v1", lambda _line: None)
+    try:
+        yield Env(file, endpoint, zone, deployer)
+    finally:
+        deployer.stop("blue")
+        deployer.stop("green")
+        httpx.post(f"{endpoint}/moto-api/reset")
+        server.stop()
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_release_status_rollback_history(env: Env) -> None:
+    released = cutover(env, "release", "--image", "v2", "--strategy", "canary:10,50,100", "--json")
+    assert released.returncode == 0, released.stderr
+    outcome = as_json(released)
+    assert outcome["after"] == {"blue": 0, "green": 100, "generation": 3}
+    assert [step["to"]["green"] for step in outcome["steps"]] == [10, 50, 100]
+    assert "deploying" in released.stderr and "baking" in released.stderr
+    assert env.weights() == {"blue": 0, "green": 100}
+
+    status = as_json(cutover(env, "status", "--json"))
+    assert status["active"] == "green"
+    assert status["colors"]["green"] == {
+        **status["colors"]["green"],
+        "image": "v2",
+        "healthy": True,
+        "weight": 100,
+    }
+    assert status["colors"]["blue"]["image"] == "v1" and status["colors"]["blue"]["healthy"]  # warm
+    assert status["lock"] is None
+
+    rolled = cutover(env, "rollback", "--json")
+    assert rolled.returncode == 0, rolled.stderr
+    assert as_json(rolled)["after"]["blue"] == 100 and env.weights() == {"blue": 100, "green": 0}
+
+    history = as_json(cutover(env, "history", "--json"))
+    assert [(r["operation"], r["outcome"]) for r in history] == [
+        ("rollback", "succeeded"),
+        ("release", "succeeded"),
+    ]
+    assert history[1]["image"] == "v2" and history[1]["to_color"] == "green"
+    table = cutover(env, "history")
+    assert table.returncode == 0 and "rollback" in table.stdout
+
+
+def test_two_releases_at_once_one_runs_the_other_exits_3(env: Env) -> None:
+    first = start_cutover(
+        env, "release", "--image", "v2", "--strategy", "canary:10,100", "--bake", "2", "--json"
+    )
+    deadline = time.monotonic() + 30
+    while env.weights()["green"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = env.records()
+    history_before = env.history_items()
+    second = cutover(env, "release", "--image", "v3", "--json")
+    assert second.returncode == 3, second.stderr
+    assert as_json(second)["outcome"] == "locked"
+    assert env.history_items() == history_before
+    assert env.records() == before
+    assert first.wait(60) == 0
+    assert env.weights() == {"blue": 0, "green": 100}
+
+
+BAD_INPUT = [
+    (["release", "--image", "v2", "--strategy", "canary:50,10"], "canary steps"),
+    (["release", "--image", "v2", "--strategy", "blue-green"], "strategy must be"),
+    (["release", "--image", " "], "--image must not be empty"),
+    (["release", "--image", "v2", "--bake", "-1"], "--bake"),
+    (["shift", "--to", "purple", "--weight", "10"], "color must be blue or green"),
+    (["shift", "--to", "green", "--weight", "101"], "--weight must be from 0 to 100"),
+    (["release"], "Missing option '--image'"),
+    (["rollback", "--frobnicate"], "No such option"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(env: Env, args: list[str], message: str) -> None:
+    before, history_before = env.records(), env.history_items()
+    result = cutover(env, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cutover: ") and message in lines[0], result.stderr
+    assert env.records() == before and env.history_items() == history_before
+
+
+def test_unknown_env_and_missing_records_are_refused(env: Env, tmp_path: Path) -> None:
+    unknown = subprocess.run(
+        [sys.executable, "-m", "cutover", "status", "--env", "nowhere"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **AWS_ENV},
+    )
+    assert unknown.returncode == 2 and "unknown environment 'nowhere'" in unknown.stderr
+    spec = json.loads(env.file.read_text())
+    empty_zone = env.client("route53").create_hosted_zone(Name="empty.com", CallerReference="e")[
+        "HostedZone"
+    ]["Id"]
+    spec["router"]["hosted_zone_id"] = empty_zone
+    broken = Env(tmp_path / "broken.json", env.endpoint, empty_zone, env.deployer)
+    broken.file.write_text(json.dumps(spec))
+    before = broken.records()
+    result = cutover(broken, "rollback")
+    assert result.returncode == 2 and "no weighted A record" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert broken.records() == before
+
+
+def test_killed_mid_shift_status_explains_and_resume_or_rollback_finishes(env: Env) -> None:
+    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,50,100", "--bake", "30")
+    deadline = time.monotonic() + 30
+    while env.weights()["green"] != 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.send_signal(signal.SIGKILL)
+    release.wait(10)
+    assert env.weights() == {"blue": 90, "green": 10}
+
+    status = as_json(cutover(env, "status", "--json"))
+    assert status["active"] is None
+    assert status["lock"]["owner"] and status["last_operation"]["outcome"] == "running"
+    assert "did not finish" in status["explanation"] and "--resume" in status["explanation"]
+
+    held = cutover(env, "rollback")
+    assert held.returncode == 3 and env.weights() == {"blue": 90, "green": 10}
+
+    time.sleep(3.2)  # the dead release's 3 s lease runs out
+    resumed = cutover(
+        env, "release", "--image", "v2", "--resume", "--strategy", "canary:10,50,100", "--bake", "0", "--json"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert [s["to"]["green"] for s in as_json(resumed)["steps"]] == [50, 100]
+    assert env.weights() == {"blue": 0, "green": 100}
+
+
+def test_on_call_breaks_a_stuck_lock_to_roll_back(env: Env) -> None:
+    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,100", "--bake", "30")
+    deadline = time.monotonic() + 30
+    while env.weights()["green"] != 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.send_signal(signal.SIGKILL)
+    release.wait(10)
+    rolled = cutover(env, "rollback", "--break-lock", "--json")
+    assert rolled.returncode == 0, rolled.stderr
+    assert env.weights() == {"blue": 100, "green": 0}
+    (latest, *_) = as_json(cutover(env, "history", "--json"))
+    assert latest["operation"] == "rollback" and latest["details"]["lock_broken"]["operation"] == "release"

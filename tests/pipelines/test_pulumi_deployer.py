@@ -1,0 +1,64 @@
+"""The Pulumi deployer's logic, on a fake Automation API stack (the CLI cannot run here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cutover.adapters.pulumi_deployer import PulumiDeployer
+
+GREEN_URNS = ["urn:pulumi:prod::cutover::cutover:app:App::ledger-green"]
+
+
+class FakeStack:
+    def __init__(self, result: str = "succeeded", outputs: dict[str, Any] | None = None) -> None:
+        self.config: dict[str, str] = {"cutover:blueImage": "v1", "cutover:greenImage": "v0"}
+        self.result = result
+        self.ups: list[tuple[list[str], dict[str, str]]] = []
+        self._outputs = (
+            outputs if outputs is not None else {"cutover_env": {"colors": {"green": {"urns": GREEN_URNS}}}}
+        )
+
+    def set_config(self, key: str, value: str) -> None:
+        self.config[key] = value
+
+    def get_config(self, key: str) -> str | None:
+        return self.config.get(key)
+
+    def outputs(self) -> dict[str, Any]:
+        return self._outputs
+
+    def up(self, targets: list[str], on_output: Callable[[str], None]) -> str:
+        self.ups.append((targets, dict(self.config)))
+        on_output("Updating (prod)")
+        if self.result == "raise":
+            raise RuntimeError("error: update failed")
+        return self.result
+
+
+def test_sets_the_colors_image_then_runs_a_targeted_up() -> None:
+    stack = FakeStack()
+    lines: list[str] = []
+    PulumiDeployer(stack).deploy("green", "v2", lines.append)
+    ((targets, config_during_up),) = stack.ups
+    assert targets == GREEN_URNS
+    assert config_during_up["cutover:greenImage"] == "v2" and config_during_up["cutover:blueImage"] == "v1"
+    assert PulumiDeployer(stack).current_image("green") == "v2"
+    assert "Updating (prod)" in lines
+
+
+@pytest.mark.parametrize("result", ["failed", "raise"])
+def test_a_failed_up_puts_the_previous_image_back_in_config(result: str) -> None:
+    stack = FakeStack(result=result)
+    with pytest.raises(RuntimeError):
+        PulumiDeployer(stack).deploy("green", "v2", lambda _line: None)
+    assert stack.config["cutover:greenImage"] == "v0"
+
+
+def test_without_exported_targets_nothing_is_changed() -> None:
+    stack = FakeStack(outputs={})
+    with pytest.raises(RuntimeError, match="cutover_env.colors.green.urns"):
+        PulumiDeployer(stack).deploy("green", "v2", lambda _line: None)
+    assert stack.config["cutover:greenImage"] == "v0" and stack.ups == []
