@@ -18,7 +18,7 @@ from moto.route53 import models
 def allow_recreating_records() -> Any:
     """Patch moto's journal check; returns the original to restore."""
     original = models.ChangeList.__contains__
-    models.ChangeList.__contains__ = lambda self, item: False  # type: ignore[method-assign,assignment]
+    models.ChangeList.__contains__ = lambda self, item: False  # type: ignore[method-assign]
     return original
 
 

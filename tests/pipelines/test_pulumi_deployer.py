@@ -59,6 +59,6 @@ def test_a_failed_up_puts_the_previous_image_back_in_config(result: str) -> None
 
 def test_without_exported_targets_nothing_is_changed() -> None:
     stack = FakeStack(outputs={})
-    with pytest.raises(RuntimeError, match="cutover_env.colors.green.urns"):
+    with pytest.raises(RuntimeError, match=r"cutover_env\.colors\.green\.urns"):
         PulumiDeployer(stack).deploy("green", "v2", lambda _line: None)
     assert stack.config["cutover:greenImage"] == "v0" and stack.ups == []

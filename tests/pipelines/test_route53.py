@@ -87,6 +87,6 @@ def test_throttling_is_retried(route53: Any) -> None:
 
 def test_missing_records_are_bad_input(route53: Any) -> None:
     zone = route53.create_hosted_zone(Name="example.com", CallerReference="empty")["HostedZone"]["Id"]
-    with pytest.raises(BadInput, match="no weighted A record ledger.example.com."):
+    with pytest.raises(BadInput, match=r"no weighted A record ledger\.example\.com\."):
         router(route53, zone).read()
     assert len(snapshot(route53, zone)) == 2  # SOA and NS only: nothing was written
