@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import middleware_overhead, ratelimit_overhead, transfers_vs_pgbench, ws_fanout
+from bench import middleware_overhead, ratelimit_overhead, rollback_vs_boto3, transfers_vs_pgbench, ws_fanout
 from cutover.local.postgres import EmbeddedPostgres
 from ledger.migrate import migrate
 
@@ -37,14 +37,14 @@ def main() -> None:
             f"ratio {overhead.ratio:.2f}x (issue target >= 0.35x)",
             flush=True,
         )
-        print("2/4 POST /transfers vs pgbench, same transaction, same Postgres (16 clients) ...", flush=True)
+        print("2/5 POST /transfers vs pgbench, same transaction, same Postgres (16 clients) ...", flush=True)
         transfers = transfers_vs_pgbench.run(url)
         print(
             f"    ledger {transfers.ledger_tps:,.0f} transfers/s, pgbench {transfers.pgbench_tps:,.0f} tps, "
             f"ratio {transfers.ratio:.2f}x",
             flush=True,
         )
-        print("3/4 rate limiter on a cheap route (GET /cluster): on vs off ...", flush=True)
+        print("3/5 rate limiter on a cheap route (GET /cluster): on vs off ...", flush=True)
         limiter = ratelimit_overhead.run(url)
         print(
             f"    on {limiter.on_rps:,.0f} req/s, off {limiter.off_rps:,.0f} req/s, ratio {limiter.ratio:.2f}x",
@@ -60,6 +60,13 @@ def main() -> None:
             f"    delivery after A's 201: median {pct(fanout.after_ack_ms, 0.5):.2f} ms, "
             f"p99 {pct(fanout.after_ack_ms, 0.99):.2f} ms; after the POST was sent: "
             f"median {pct(fanout.after_send_ms, 0.5):.2f} ms, p99 {pct(fanout.after_send_ms, 0.99):.2f} ms",
+            flush=True,
+        )
+        print("5/5 cutover rollback (whole process) vs a bare boto3 script, moto server ...", flush=True)
+        rollback = rollback_vs_boto3.run(url)
+        print(
+            f"    cutover rollback {rollback.cutover_seconds:.2f}s, bare boto3 {rollback.bare_seconds:.2f}s, "
+            f"ratio {rollback.ratio:.2f}x (time; lower is better)",
             flush=True,
         )
     RESULTS.parent.mkdir(exist_ok=True)
@@ -81,6 +88,11 @@ def main() -> None:
                     "after_ack_p99": round(pct(fanout.after_ack_ms, 0.99), 3),
                     "after_send_median": round(pct(fanout.after_send_ms, 0.5), 3),
                     "after_send_p99": round(pct(fanout.after_send_ms, 0.99), 3),
+                },
+                "rollback_vs_bare_boto3": {
+                    "ratio": round(rollback.ratio, 3),
+                    "cutover_seconds": round(rollback.cutover_seconds, 3),
+                    "bare_seconds": round(rollback.bare_seconds, 3),
                 },
                 "transfers_vs_pgbench": {
                     "ratio": round(transfers.ratio, 3),
