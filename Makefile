@@ -23,7 +23,7 @@ $(CHECKOV):
 	.tools/checkov/bin/python -m pip install --quiet 'checkov>=3.2'
 
 demo: $(STAMP)
-	$(BIN)/python -m cutover.local.demo
+	$(BIN)/cutover rehearse
 
 test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest

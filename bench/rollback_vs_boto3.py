@@ -18,6 +18,7 @@ from moto.server import ThreadedMotoServer
 from bench.harness import median
 from cutover.adapters.local_deployer import LocalDeployer
 from cutover.local.ports import free_port
+from cutover.model import COLORS, Color
 from tests.pipelines import moto_quirks
 from tests.pipelines.conftest import create_zone
 
@@ -49,15 +50,15 @@ def run(database_url: str) -> Result:
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.update(AWS)
     with tempfile.TemporaryDirectory() as tmp:
-        ports = {"blue": [free_port()], "green": [free_port()]}
+        ports: dict[Color, list[int]] = {"blue": [free_port()], "green": [free_port()]}
         deployer = LocalDeployer(
             Path(tmp) / "colors", ports, {"DATABASE_URL": database_url, "DRAIN_SECONDS": "0"}
-        )  # type: ignore[arg-type]
+        )
         try:
             route53 = boto3.client("route53", endpoint_url=endpoint)
             zone = create_zone(route53, blue=0, green=100)
-            for color in ("blue", "green"):
-                deployer.deploy(color, "v1", lambda _line: None)  # type: ignore[arg-type]
+            for color in COLORS:
+                deployer.deploy(color, "v1", lambda _line: None)
             env_file = Path(tmp) / "bench.json"
             env_file.write_text(
                 json.dumps(

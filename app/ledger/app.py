@@ -48,7 +48,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
     )
     # Outermost first on the way in: headers wrap everything, so even a crash's 500 carries
     # x-request-id and x-served-by; errors are rendered innermost, inside the metrics.
-    app: ASGIApp = ErrorMiddleware(router)
+    app: ASGIApp = ErrorMiddleware(router, runtime.database_down)
     if settings.rate_limit_per_minute > 0:
         buckets = TokenBuckets(
             settings.rate_limit_per_minute,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import asyncpg
 
@@ -62,6 +63,8 @@ class Runtime:
         )
         self._start_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expired_at = float("-inf")
+        self._background: set[asyncio.Future[None]] = set()
         self.drain_started = asyncio.Event()
         self.cluster = Cluster(
             peer_source(settings),
@@ -116,6 +119,15 @@ class Runtime:
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self.drain_started.set)
 
+    def database_down(self) -> None:
+        """A request lost its connection: replace every pooled connection (at most once a second)."""
+        now = time.monotonic()
+        if self.pool is None or now - self._expired_at < 1.0:
+            return
+        self._expired_at = now
+        self._background.add(task := asyncio.ensure_future(self.pool.expire_connections()))
+        task.add_done_callback(self._background.discard)
+
     async def readiness_failure(self) -> str | None:
         """None when ready for traffic, else the reason it is not."""
         if self.draining:
@@ -124,6 +136,8 @@ class Runtime:
             return self.startup_failure
         failure = await self.db_ping.failure()
         self.metrics.ready.set(0 if failure else 1)
+        if failure:
+            self.database_down()
         return failure
 
     def _pool_stats(self) -> tuple[int, int, int] | None:

@@ -32,6 +32,17 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _MAX_ATTEMPTS = 5
 
 # A constant, so the f-strings below that splice it in carry no input (hence noqa S608).
+# The database is down or restarting: the request is answered 503 (retry), not 500, and the
+# pool drops its connections so the next request connects afresh.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
 _TRANSFER_COLUMNS = "id, from_account_id, to_account_id, amount, currency, created_at"
 
 

@@ -252,6 +252,31 @@ def _record_dict(record: Record | None) -> dict[str, Any] | None:
     return asdict(record) if record else None
 
 
+@app.command()
+def rehearse(
+    faults: Annotated[
+        bool,
+        typer.Option("--faults", help="also SIGTERM/SIGKILL pods, restart Postgres, release a broken build"),
+    ] = False,
+    short: Annotated[
+        bool, typer.Option("--short", help="shorter bake and observation windows (for tests)")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """A full blue/green release and an on-call rollback of ledger on this machine, under load."""
+    from cutover.rehearsal.rehearse import Plan, Rehearsal
+    from cutover.rehearsal.summary import render
+
+    reporter = ConsoleReporter()
+    plan = Plan.short(faults) if short else Plan(faults=faults)
+    report = Rehearsal(plan, reporter.note, reporter).run()
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        render(report, out)
+    raise typer.Exit(0 if report.get("passed") else 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every refusal is one line on stderr and exit code 2."""
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.errors import ApiError, error_body
 from ledger.middleware.headers import request_id_of
+from ledger.store import DATABASE_DOWN
 
 log = logging.getLogger("ledger.errors")
 
@@ -16,10 +18,15 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 class ErrorMiddleware:
-    """Turns ApiError, Starlette's HTTPException and any crash into a JSON error response."""
+    """Turns ApiError, Starlette's HTTPException and any crash into a JSON error response.
 
-    def __init__(self, app: ASGIApp) -> None:
+    A lost database connection is a 503 with Retry-After (the client retries with its
+    idempotency key), and `on_database_down` is told so the pool can reconnect.
+    """
+
+    def __init__(self, app: ASGIApp, on_database_down: Callable[[], None] = lambda: None) -> None:
         self.app = app
+        self._on_database_down = on_database_down
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,6 +49,22 @@ class ErrorMiddleware:
             if response_started:
                 raise
             await _send_error(send, exc.status, exc.code, exc.message, exc.details, exc.headers)
+        except DATABASE_DOWN as exc:
+            if response_started:
+                raise
+            self._on_database_down()
+            log.warning(
+                "database unavailable",
+                extra={"request_id": request_id_of(scope), "error": type(exc).__name__},
+            )
+            await _send_error(
+                send,
+                503,
+                "database_unavailable",
+                "the database is unavailable; retry shortly",
+                None,
+                {"Retry-After": "1"},
+            )
         except HTTPException as exc:
             if response_started:
                 raise

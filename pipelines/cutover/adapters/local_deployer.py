@@ -74,7 +74,7 @@ class LocalDeployer:
         tmp.replace(self._state_file(color))
 
     def pids(self, color: Color) -> list[int]:
-        return [pid for pid in self.state(color)["pids"] if pid_alive(pid)]
+        return [pid for pid in self.state(color)["pids"] if pid and pid_alive(pid)]
 
     def current_image(self, color: Color) -> str | None:
         state = self.state(color)
@@ -88,34 +88,56 @@ class LocalDeployer:
             progress(f"stopping {color} (graceful drain)")
             self.stop(color)
         ports = self.ports[color]
-        peers = ",".join(f"127.0.0.1:{port}" for port in ports)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        pids = []
-        for index, port in enumerate(ports):
-            env = {
-                **os.environ,
-                **self.base_env,
-                "HOST": "127.0.0.1",
-                "PORT": str(port),
-                "COLOR": color,
-                "APP_VERSION": image,
-                "INSTANCE_ID": f"{color}-{index}",
-                "CLUSTER_DISCOVERY": f"static:{peers}",
-                **self.image_env(image),
-            }
-            with (self.state_dir / f"{color}-{index}.log").open("ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "ledger", "serve"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # outlives this command, and is not hit by its Ctrl-C
-                )
-            pids.append(proc.pid)
-        self._save(color, image, pids)
+        self._save(color, image, [0] * len(ports))
+        pids = [self.start_instance(color, index) for index in range(len(ports))]
         progress(f"started {color} {image}: pids {pids} on ports {ports}")
         self._wait_live(color, ports)
+
+    def start_instance(self, color: Color, index: int) -> int:
+        """(Re)start one instance of the color with the color's current image."""
+        state = self.state(color)
+        image = state["image"]
+        ports = self.ports[color]
+        peers = ",".join(f"127.0.0.1:{port}" for port in ports)
+        env = {
+            **os.environ,
+            **self.base_env,
+            "HOST": "127.0.0.1",
+            "PORT": str(ports[index]),
+            "COLOR": color,
+            "APP_VERSION": image,
+            "INSTANCE_ID": f"{color}-{index}",
+            "CLUSTER_DISCOVERY": f"static:{peers}",
+            **self.image_env(image),
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / f"{color}-{index}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ledger", "serve"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command, and is not hit by its Ctrl-C
+            )
+        pids = list(state["pids"]) or [0] * len(ports)
+        pids[index] = proc.pid
+        self._save(color, image, pids)
+        return proc.pid
+
+    def instance_pid(self, color: Color, index: int) -> int:
+        return int(self.state(color)["pids"][index])
+
+    def wait_exit(self, pid: int, timeout: float) -> bool:
+        """Wait for one process to exit; True if it did."""
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):
+            _reap([pid])
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        _reap([pid])
+        return True
 
     def _wait_live(self, color: Color, ports: list[int]) -> None:
         deadline = time.monotonic() + self.start_timeout

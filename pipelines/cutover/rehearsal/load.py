@@ -1,0 +1,158 @@
+"""The rehearsal's load: many client sessions, each with its own cookie jar, reading
+accounts and making transfers through the proxy.
+
+A session lasts a few dozen requests, then a new one starts (so new sessions follow the
+weights while old ones stay on their color). A transfer that gets a 5xx or a dropped
+connection is retried with the same Idempotency-Key until it succeeds, so "acknowledged"
+means the client holds a 201 for that key. Every attempt is recorded for the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float  # monotonic time the response (or error) arrived
+    session: int
+    served_by: str  # "<color>/<instance>", "" when no answer
+    status: int | None  # None: the connection failed
+    operation: str  # "read" | "transfer"
+    key: str = ""
+
+
+@dataclass
+class LoadResult:
+    attempts: list[Attempt] = field(default_factory=list)
+    acknowledged: dict[str, str] = field(default_factory=dict)  # idempotency key -> transfer id
+    refused: int = 0  # 422 insufficient funds: a correct answer, not a failure
+    gave_up: int = 0  # operations still failing when the run ended
+
+    @property
+    def requests(self) -> int:
+        return len(self.attempts)
+
+    def failed(self, start: float = float("-inf"), end: float = float("inf")) -> list[Attempt]:
+        return [a for a in self.attempts if start <= a.at < end and (a.status is None or a.status >= 500)]
+
+    def served_by_color(self) -> dict[str, int]:
+        counts = Counter(a.served_by.split("/")[0] for a in self.attempts if a.served_by)
+        return {color: counts.get(color, 0) for color in ("blue", "green")}
+
+
+class LoadGenerator:
+    """Runs in a thread of its own (own event loop) so the release code can block freely."""
+
+    def __init__(
+        self,
+        url: str,
+        accounts: list[str],
+        *,
+        clients: int = 16,
+        session_length: tuple[int, int] = (15, 40),
+        transfer_share: float = 0.4,
+        think_seconds: float = 0.01,
+        seed: int = 7,
+    ) -> None:
+        self.url = url
+        self.accounts = accounts
+        self.clients = clients
+        self.session_length = session_length
+        self.transfer_share = transfer_share
+        self.think_seconds = think_seconds
+        self.result = LoadResult()
+        self._rng = random.Random(seed)
+        self._sessions = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._run()), name="rehearsal-load", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> LoadResult:
+        """No new operations; operations in flight finish (retrying) first."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._client() for _ in range(self.clients)))
+
+    async def _client(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                self._sessions += 1
+                session = self._sessions
+            length = self._rng.randint(*self.session_length)
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            async with httpx.AsyncClient(base_url=self.url, timeout=15, limits=limits) as http:
+                for _ in range(length):
+                    if self._stop.is_set():
+                        return
+                    if self._rng.random() < self.transfer_share:
+                        await self._transfer(http, session)
+                    else:
+                        await self._read(http, session)
+                    await asyncio.sleep(self.think_seconds)
+
+    async def _read(self, http: httpx.AsyncClient, session: int) -> None:
+        account = self._rng.choice(self.accounts)
+        await self._until_answered(http, session, "read", "GET", f"/accounts/{account}", None, "")
+
+    async def _transfer(self, http: httpx.AsyncClient, session: int) -> None:
+        source, target = self._rng.sample(self.accounts, 2)
+        key = f"rehearsal-{uuid.uuid4().hex}"
+        body = {"from_account_id": source, "to_account_id": target, "amount": self._rng.randint(1, 500)}
+        answer = await self._until_answered(http, session, "transfer", "POST", "/transfers", body, key)
+        if answer is None:
+            return
+        if answer.status_code == 201:
+            self.result.acknowledged[key] = answer.json()["id"]
+        elif answer.status_code == 422:
+            self.result.refused += 1
+
+    async def _until_answered(
+        self,
+        http: httpx.AsyncClient,
+        session: int,
+        operation: str,
+        method: str,
+        path: str,
+        body: object,
+        key: str,
+    ) -> httpx.Response | None:
+        """One operation: retried (same key) on 5xx or a dropped connection, for up to 60 s."""
+        deadline = time.monotonic() + 60
+        delay = 0.05
+        headers = {"Idempotency-Key": key} if key else {}
+        while True:
+            try:
+                answer = await http.request(method, path, json=body, headers=headers)
+            except httpx.HTTPError:
+                self.result.attempts.append(Attempt(time.monotonic(), session, "", None, operation, key))
+            else:
+                served_by = answer.headers.get("x-served-by", "")
+                self.result.attempts.append(
+                    Attempt(time.monotonic(), session, served_by, answer.status_code, operation, key)
+                )
+                if answer.status_code < 500:
+                    return answer
+            if time.monotonic() > deadline:
+                self.result.gave_up += 1
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
