@@ -1,0 +1,49 @@
+"""DynamoDB tables for cutover's release lock and history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from cutover_infra.values import resource_name, tags
+
+
+@dataclass
+class ReleaseStateArgs:
+    environment: str
+    protect: bool
+
+
+class ReleaseState(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ReleaseStateArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("cutover:release:ReleaseState", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, protect=args.protect)
+
+        def table(suffix: str, attributes: list[tuple[str, str]], **keys: Any) -> aws.dynamodb.Table:
+            return aws.dynamodb.Table(
+                f"{name}-{suffix}",
+                name=resource_name(args.environment, suffix),
+                attributes=[aws.dynamodb.TableAttributeArgs(name=n, type=t) for n, t in attributes],
+                billing_mode="PAY_PER_REQUEST",
+                point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(enabled=True),
+                server_side_encryption=aws.dynamodb.TableServerSideEncryptionArgs(enabled=True),
+                deletion_protection_enabled=args.protect,
+                tags=tags(args.environment),
+                opts=child,
+                **keys,
+            )
+
+        self.locks = table(
+            "locks",
+            [("lock_id", "S")],
+            hash_key="lock_id",
+            # An abandoned lease disappears on its own too (cutover also takes over expired ones).
+            ttl=aws.dynamodb.TableTtlArgs(attribute_name="expires_at", enabled=True),
+        )
+        self.history = table(
+            "history", [("env", "S"), ("sort_key", "S")], hash_key="env", range_key="sort_key"
+        )
+        self.register_outputs({"lockTable": self.locks.name, "historyTable": self.history.name})

@@ -1,0 +1,228 @@
+"""Run the Pulumi program under `pulumi.runtime.set_mocks`, recording every resource.
+
+The engine and the cloud cannot run here; the mocks answer registrations with the inputs
+plus the few computed outputs the program reads (ARNs, DNS names, the EKS issuer, ...),
+and every registered resource is run through the policy pack's rules.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "infra" / "policy"))
+
+import rules as rules  # noqa: E402  (infra/policy/rules.py, re-exported for the tests)
+
+PLACEHOLDER_KUBECONFIG = json.dumps(
+    {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
+)
+
+
+@dataclass(frozen=True)
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent_type: str | None = None
+    protect: bool = False
+    ignore_changes: tuple[str, ...] = ()
+
+
+@dataclass
+class Run:
+    registered: list[Registered] = field(default_factory=list)  # as the program declared them
+    inputs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # as the engine received them
+    outputs: dict[str, Any] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def resources(self) -> list[Registered]:
+        """Every resource, with its resolved inputs (components keep their declared args)."""
+        return [
+            Registered(
+                r.type,
+                r.name,
+                self.inputs.get((r.type, r.name), r.inputs),
+                r.parent_type,
+                r.protect,
+                r.ignore_changes,
+            )
+            for r in self.registered
+        ]
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> Registered:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"{len(found)} {type_}"
+        return found[0]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.resources:
+            counts[r.type] = counts.get(r.type, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    arn = f"arn:aws:mock:eu-west-1:123456789012:{name}"
+    if typ == "aws:eks/cluster:Cluster":
+        return {
+            "arn": arn,
+            "endpoint": f"https://{name}.eks.example",
+            "certificateAuthority": {"data": "Q0E="},
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.eu-west-1.amazonaws.com/id/{name.upper()}"}]}
+            ],
+            "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": "sg-0c1u5732"},
+        }
+    if typ == "aws:lb/loadBalancer:LoadBalancer":
+        return {
+            "arn": arn,
+            "dnsName": f"{inputs.get('name', name)}.eu-west-1.elb.amazonaws.com",
+            "zoneId": "Z32O12XQLNTSW2",
+        }
+    if typ == "aws:lb/targetGroup:TargetGroup":
+        return {
+            "arn": f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/{inputs.get('name', name)}/0123456789abcdef"
+        }
+    if typ == "aws:rds/instance:Instance":
+        return {
+            "arn": arn,
+            "address": f"{name}.abc.eu-west-1.rds.amazonaws.com",
+            "port": 5432,
+            "masterUserSecrets": [
+                {"secretArn": f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!{name}"}
+            ],
+        }
+    if typ == "aws:acm/certificate:Certificate":
+        domains = [inputs["domainName"], *inputs.get("subjectAlternativeNames", [])]
+        return {
+            "arn": arn,
+            "domainValidationOptions": [
+                {
+                    "domainName": d,
+                    "resourceRecordName": f"_x.{d}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": "_y.acm-validations.aws.",
+                }
+                for d in domains
+            ],
+        }
+    if typ == "aws:acm/certificateValidation:CertificateValidation":
+        return {"certificateArn": inputs["certificateArn"]}
+    if typ == "aws:route53/record:Record":
+        return {"fqdn": inputs.get("name", name)}
+    if typ in (
+        "aws:iam/role:Role",
+        "aws:iam/policy:Policy",
+        "aws:iam/openIdConnectProvider:OpenIdConnectProvider",
+    ):
+        return {"arn": arn, "name": inputs.get("name", name)}
+    if typ in (
+        "aws:dynamodb/table:Table",
+        "aws:rds/subnetGroup:SubnetGroup",
+        "aws:rds/parameterGroup:ParameterGroup",
+    ):
+        return {"arn": arn, "name": inputs.get("name", name)}
+    if typ == "kubernetes:helm.sh/v3:Release":
+        return {"name": inputs.get("name", name), "status": {"status": "deployed"}}
+    return {}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        state = {**args.inputs, **_computed(args.typ, args.name, args.inputs)}
+        self.run.inputs[(args.typ, args.name)] = dict(args.inputs)
+        self.run.violations += [
+            f"{args.typ} {args.name}: {v}" for v in rules.violations(args.typ, args.inputs)
+        ]
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "aws:secretsmanager/getSecretVersion:getSecretVersion":
+            return {
+                "secretString": json.dumps({"username": "ledger", "password": "s3cr3t/+="}),
+                "arn": args.args["secretId"],
+            }, []
+        return {}, []
+
+
+def stack_config(stack: str) -> tuple[dict[str, str], list[str]]:
+    """Pulumi.<stack>.yaml as the flat config the engine would pass (objects as JSON);
+    `secure:` values become a placeholder and are marked secret."""
+    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    config: dict[str, str] = {}
+    secret_keys = []
+    for key, value in document["config"].items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[key] = PLACEHOLDER_KUBECONFIG
+            secret_keys.append(key)
+        elif isinstance(value, dict | list):
+            config[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            config[key] = "true" if value else "false"
+        else:
+            config[key] = str(value)
+    return config, secret_keys
+
+
+def run_program(
+    stack: str,
+    config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    run: Run | None = None,
+) -> Run:
+    """The whole program for `stack` under mocks (config from Pulumi.<stack>.yaml unless given)."""
+    if config is None:
+        config, secret_keys = stack_config(stack)
+    run = run if run is not None else Run()
+    pulumi.runtime.set_mocks(RecordingMocks(run), project="cutover", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config, secret_keys or [])
+
+    active = [True]  # the SDK keeps stack transformations across runs: only record this one
+
+    def record(args: pulumi.ResourceTransformationArgs) -> None:
+        if not active[0]:
+            return None
+        parent = args.opts.parent if args.opts else None
+        run.registered.append(
+            Registered(
+                args.type_,
+                args.name,
+                {},
+                parent_type=getattr(parent, "_type", None) if parent is not None else None,
+                protect=bool(args.opts and args.opts.protect),
+                ignore_changes=tuple(args.opts.ignore_changes or ()) if args.opts else (),
+            )
+        )
+        return None
+
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
+    def program() -> pulumi.Output[Any]:
+        from cutover_infra import config as stack_settings
+        from cutover_infra.program import build
+
+        pulumi.runtime.register_stack_transformation(record)
+        settings = stack_settings.load()
+        kubeconfig = pulumi.Config("cutover").get_secret("kubeconfig") if settings.cluster.existing else None
+        outputs = build(settings, kubeconfig)
+        return pulumi.Output.all(**outputs).apply(run.outputs.update)
+
+    try:
+        program()
+    finally:
+        active[0] = False
+    return run
