@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 from pathlib import Path
 
-import asyncpg
-
 from bench import middleware_overhead, ratelimit_overhead, rollback_vs_boto3, transfers_vs_pgbench, ws_fanout
+from cutover.local.database import migrate_database
 from cutover.local.postgres import EmbeddedPostgres
-from ledger.migrate import migrate
 
 RESULTS = Path(__file__).parent / "results" / "latest.json"
-
-
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedPostgres(Path(tmp) / "pg") as postgres:
         url = postgres.create_database("bench")
-        asyncio.run(_migrate(url))
+        migrate_database(url)
         print(
             "1/2 /health/live: full middleware stack vs bare ASGI app (wrk, 64 connections) ...", flush=True
         )

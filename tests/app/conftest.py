@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
+from cutover.local.database import migrate_database
 from cutover.local.ledger_process import LedgerProcess
 from cutover.local.postgres import EmbeddedPostgres
-from ledger.migrate import migrate
 
 StartLedger = Callable[..., LedgerProcess]
-
-
-def migrate_database(url: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from cutover.local.database import migrate_database
 from cutover.local.ledger_process import LedgerProcess
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
-from tests.app.conftest import StartLedger, migrate_database, open_account
+from tests.app.conftest import StartLedger, open_account
 
 INTERVAL = 0.5
 

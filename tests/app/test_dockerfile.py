@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
+
+from tests.tools import checkov
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "app" / "Dockerfile"
-
-
-def checkov_bin() -> str:
-    """checkov lives in its own virtualenv (.tools/checkov, made by `make test`)."""
-    return os.environ.get("CHECKOV_BIN", str(ROOT / ".tools" / "checkov" / "bin" / "checkov"))
 
 
 def _stages() -> list[list[str]]:
@@ -39,26 +33,7 @@ def test_final_stage_is_slim_non_root_and_healthchecked() -> None:
 
 
 def test_checkov_dockerfile_checks_all_pass() -> None:
-    result = subprocess.run(
-        [
-            checkov_bin(),
-            "-f",
-            str(DOCKERFILE),
-            "--framework",
-            "dockerfile",
-            "--quiet",
-            "--compact",
-            "--skip-download",  # no network here: do not fetch Prisma's guideline links
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov(["-f", str(DOCKERFILE)], "dockerfile")
     failed = [c["check_id"] for c in report["results"]["failed_checks"]]
     assert failed == []
     assert report["summary"]["passed"] > 20

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from cutover.local.database import migrate_database
 from cutover.local.ledger_process import LedgerProcess
 from cutover.local.postgres import EmbeddedPostgres
-from tests.app.conftest import migrate_database
 
 
 def poll(url: str, until_status: int, timeout: float, watch_live: list[int]) -> float:

@@ -6,8 +6,6 @@ Used by the chart tests and by the infra tests (on the values the Pulumi program
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from tests.app.test_dockerfile import checkov_bin
+from tests.tools import checkov
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "ledger"
 NEWEST = kubernetes_validate.latest_version()
@@ -140,23 +138,6 @@ def checkov_failures(objects: list[dict[str, Any]]) -> tuple[list[str], int]:
     """checkov's kubernetes framework over the rendered objects: (failed check ids, passed)."""
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "rendered.yaml").write_text(yaml.safe_dump_all(objects))
-        result = subprocess.run(
-            [
-                checkov_bin(),
-                "-d",
-                tmp,
-                "--framework",
-                "kubernetes",
-                "--quiet",
-                "--skip-download",
-                "-o",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+        report = checkov(["-d", tmp], "kubernetes")
     failed = [f"{c['check_id']} {c['resource']}" for c in report.get("results", {}).get("failed_checks", [])]
     return failed, int(report.get("summary", {}).get("passed", 0))

@@ -117,9 +117,8 @@ def route53(aws: None) -> Any:
     return boto3.client("route53")
 
 
-@pytest.fixture
-def dynamodb(aws: None) -> Any:
-    client = boto3.client("dynamodb")
+def create_release_tables(client: Any) -> None:
+    """The lock and history tables, keyed as the Pulumi program creates them."""
     client.create_table(
         TableName="locks",
         KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
@@ -138,4 +137,10 @@ def dynamodb(aws: None) -> Any:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+@pytest.fixture
+def dynamodb(aws: None) -> Any:
+    client = boto3.client("dynamodb")
+    create_release_tables(client)
     return client

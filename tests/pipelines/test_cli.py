@@ -20,10 +20,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from cutover.adapters.local_deployer import LocalDeployer
+from cutover.local.database import migrate_database
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
-from tests.app.conftest import migrate_database
-from tests.pipelines.conftest import create_zone, snapshot
+from tests.pipelines.conftest import create_release_tables, create_zone, snapshot
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -88,24 +88,7 @@ def env(tmp_path: Path, postgres: EmbeddedPostgres, _route53_like_aws: None) -> 
     route53 = boto3.client("route53", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
     zone = create_zone(route53)
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
-    dynamodb.create_table(
-        TableName="locks",
-        KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.create_table(
-        TableName="history",
-        KeySchema=[
-            {"AttributeName": "env", "KeyType": "HASH"},
-            {"AttributeName": "sort_key", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "env", "AttributeType": "S"},
-            {"AttributeName": "sort_key", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_release_tables(dynamodb)
     ports = {"blue": [free_port()], "green": [free_port()]}
     app_env = {
         "DATABASE_URL": database,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.app.test_dockerfile import checkov_bin
+from tests.tools import checkov
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "pipelines" / "ci"
@@ -51,24 +50,7 @@ def test_workflows_match_the_github_workflow_schema() -> None:
 
 
 def test_checkov_github_actions_checks_pass_and_every_skip_has_a_reason() -> None:
-    result = subprocess.run(
-        [
-            checkov_bin(),
-            "-d",
-            str(INSTALLED),
-            "--framework",
-            "github_actions",
-            "--quiet",
-            "--skip-download",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov(["-d", str(INSTALLED)], "github_actions")
     assert report["summary"]["failed"] == 0, report["results"].get("failed_checks")
     assert report["summary"]["passed"] > 50
     for path in WORKFLOWS:

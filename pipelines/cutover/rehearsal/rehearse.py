@@ -22,11 +22,12 @@ from typing import Any
 
 import httpx
 
+from cutover.local.database import query
 from cutover.machine import Gates, Reporter, Result
 from cutover.model import COLORS, Color, Traffic
 from cutover.rehearsal.envoy import wait_healthy
 from cutover.rehearsal.load import LoadGenerator, LoadResult
-from cutover.rehearsal.stack import BROKEN_TAG_SUFFIX, LocalStack, query
+from cutover.rehearsal.stack import BROKEN_TAG_SUFFIX, LocalStack
 from cutover.rehearsal.stickiness import EnvoyHealthMonitor, Exemptions, sticky_violations
 
 FOREVER = float("inf")

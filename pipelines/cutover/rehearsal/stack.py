@@ -3,20 +3,17 @@ an embedded Postgres, the colors (local deployer), and Envoy (the traffic router
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import asyncpg
 
 from cutover.adapters.envoy_router import EnvoyRouter
 from cutover.adapters.history import FileHistory
 from cutover.adapters.http_health import HttpHealth
 from cutover.adapters.local_deployer import LocalDeployer, pid_alive
 from cutover.adapters.locks import FileLock
+from cutover.local.database import migrate_database
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
 from cutover.machine import Gates, ReleaseMachine, Reporter
@@ -76,7 +73,7 @@ class LocalStack:
     def start_database(self) -> None:
         self.postgres.start()
         self.postgres.create_database("ledger")
-        asyncio.run(_migrate(self.database_url))
+        migrate_database(self.database_url)
 
     def start_colors_and_proxy(self, image: str, clock: Callable[[], float]) -> None:
         self.deployer = LocalDeployer(
@@ -165,25 +162,3 @@ class _TrackingDeployer:
 
     def current_image(self, color: Color) -> str | None:
         return self.inner.current_image(color)
-
-
-async def _migrate(url: str) -> None:
-    from ledger.migrate import migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def _query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
-def query(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    return asyncio.run(_query(url, sql, *args))
