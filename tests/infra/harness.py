@@ -7,6 +7,7 @@ and every registered resource is run through the policy pack's rules.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from dataclasses import dataclass, field
@@ -189,6 +190,10 @@ def run_program(
     if config is None:
         config, secret_keys = stack_config(stack)
     run = run if run is not None else Run()
+    # Pulumi's runtime uses the thread's current event loop; earlier tests' asyncio.run()
+    # leave none behind, so give each program run a fresh one.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     pulumi.runtime.set_mocks(RecordingMocks(run), project="cutover", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, secret_keys or [])
 
@@ -225,4 +230,6 @@ def run_program(
         program()
     finally:
         active[0] = False
+        asyncio.set_event_loop(None)
+        loop.close()
     return run
