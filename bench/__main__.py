@@ -18,7 +18,7 @@ def main() -> None:
         url = postgres.create_database("bench")
         migrate_database(url)
         print(
-            "1/2 /health/live: full middleware stack vs bare ASGI app (wrk, 64 connections) ...", flush=True
+            "1/5 /health/live: full middleware stack vs bare ASGI app (wrk, 64 connections) ...", flush=True
         )
         overhead = middleware_overhead.run(url)
         print(
@@ -40,7 +40,7 @@ def main() -> None:
             flush=True,
         )
         print(
-            f"4/4 websocket fan-out: {ws_fanout.TRANSFERS} transfers through A, delivered on B ...",
+            f"4/5 websocket fan-out: {ws_fanout.TRANSFERS} transfers through A, delivered on B ...",
             flush=True,
         )
         fanout = ws_fanout.run(url)
