@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         message = format_message() if callable(format_message) else str(usage)
         err.print(f"cutover: {message}", markup=False)
         return 2
+    except Exception as failure:  # no credentials, API unreachable, ... before anything changed
+        err.print(f"cutover: {type(failure).__name__}: {failure}", markup=False)
+        return 1
     return int(code or 0)
 
 
