@@ -36,9 +36,6 @@ class DatabasePing:
                 self._checked_at = self._clock()
         return self._failure
 
-    def invalidate(self) -> None:
-        self._checked_at = float("-inf")
-
     def _fresh(self) -> bool:
         return self._clock() - self._checked_at < self._cache_seconds
 

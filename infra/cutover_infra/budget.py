@@ -30,10 +30,6 @@ class DrainBudget:
     margin: int
     termination_grace: int
 
-    @property
-    def minimum_pre_stop(self) -> int:
-        return self.deregistration_delay + self.margin
-
 
 def minimum_grace(pre_stop_sleep: int, drain_seconds: float, shutdown_timeout: float, margin: int) -> int:
     return pre_stop_sleep + math.ceil(drain_seconds) + math.ceil(shutdown_timeout) + margin

@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -496,7 +496,3 @@ class ReleaseMachine:
             return self.router.read()
         except Exception:
             return None
-
-
-def record_as_dict(record: Record) -> dict[str, Any]:
-    return asdict(record)

@@ -115,6 +115,7 @@ def test_feed_delivers_each_transfer_once_in_commit_order(start_ledger: StartLed
         ]
         received = [m["id"] for m in receive_all(on_a, 1.5)]
     assert received == made
+    assert cluster_of(a)["feed"]["delivered"] >= len(made)  # notifications a's LISTEN connection got
 
 
 def test_websocket_limit_per_client_refuses_with_1008(start_ledger: StartLedger) -> None:

@@ -44,6 +44,7 @@ def meta_routes(runtime: Runtime) -> list[Route]:
                     "degraded": runtime.feed.degraded,
                     "error": runtime.feed.last_error or None,
                     "subscribers": runtime.feed.subscriber_count,
+                    "delivered": runtime.feed.delivered,
                 },
             }
         )
