@@ -265,3 +265,20 @@ def test_on_call_breaks_a_stuck_lock_to_roll_back(env: Env) -> None:
     assert env.weights() == {"blue": 100, "green": 0}
     (latest, *_) = as_json(cutover(env, "history", "--json"))
     assert latest["operation"] == "rollback" and latest["details"]["lock_broken"]["operation"] == "release"
+
+
+def test_shift_is_gated_on_health_like_a_release(env: Env) -> None:
+    before = env.records()
+    refused = cutover(env, "shift", "--to", "green", "--weight", "30", "--json")
+    assert refused.returncode == 2, refused.stderr  # green runs nothing yet: not healthy
+    assert "green is not healthy" in as_json(refused)["reason"]
+    assert env.records() == before
+
+    env.deployer.deploy("green", "v2", lambda _line: None)
+    shifted = cutover(env, "shift", "--to", "green", "--weight", "30", "--json")
+    assert shifted.returncode == 0, shifted.stderr
+    assert env.weights() == {"blue": 70, "green": 30}
+    status = as_json(cutover(env, "status", "--json"))
+    assert status["active"] is None and status["colors"]["green"]["weight"] == 30
+    back = cutover(env, "shift", "--to", "blue", "--weight", "100", "--json")
+    assert back.returncode == 0 and env.weights() == {"blue": 100, "green": 0}
