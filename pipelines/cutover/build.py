@@ -7,7 +7,6 @@ from typing import Any
 
 from cutover.adapters.history import DynamoDBHistory, FileHistory
 from cutover.adapters.http_health import HttpHealth
-from cutover.adapters.local_deployer import LocalDeployer
 from cutover.adapters.locks import DynamoDBLock, FileLock
 from cutover.envconfig import EnvConfig
 from cutover.machine import ReleaseMachine, Reporter
@@ -58,6 +57,8 @@ def build_deployer(env: EnvConfig) -> Deployer:
             AutomationStack(spec["stack"], str(_relative(env, spec.get("work_dir", ".")))),
             spec.get("config_key", "cutover:{color}Image"),
         )
+    from cutover.adapters.local_deployer import LocalDeployer
+
     return LocalDeployer(_relative(env, spec["state_dir"]), spec["ports"], spec.get("env", {}))
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
-
-import httpx
 
 from cutover.model import Color
 
@@ -25,6 +26,20 @@ DEFAULT_SMOKE_CHECKS = (
 )
 
 
+def _request(method: str, url: str, timeout: float) -> tuple[int, str]:
+    """(status, body) of one request; a 4xx/5xx is an answer, not an error.
+
+    The standard library's client, not httpx: `cutover rollback` starts as a fresh process
+    at 3 a.m., and every import is on the clock.
+    """
+    request = urllib.request.Request(url, method=method)  # noqa: S310 (http(s) URLs from the env file)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return int(answer.status), answer.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as answer:
+        return int(answer.code), answer.read().decode("utf-8", "replace")
+
+
 class HttpHealth:
     def __init__(
         self,
@@ -41,28 +56,28 @@ class HttpHealth:
 
     def ready(self, color: Color) -> tuple[bool, str]:
         try:
-            answer = httpx.get(self.endpoints[color].rstrip("/") + "/health/ready", timeout=self.timeout)
-        except httpx.HTTPError as exc:
+            status, body = _request("GET", self.endpoints[color].rstrip("/") + "/health/ready", self.timeout)
+        except OSError as exc:  # refused, reset, timed out, name not resolved
             return False, f"{type(exc).__name__} from {self.endpoints[color]}"
-        if answer.status_code == 200:
+        if status == 200:
             return True, "ready"
         reason = ""
-        with contextlib.suppress(ValueError):
-            reason = str(answer.json().get("reason", ""))
-        return False, f"/health/ready answered {answer.status_code}" + (f" ({reason})" if reason else "")
+        with contextlib.suppress(ValueError, AttributeError):
+            reason = str(json.loads(body).get("reason", ""))
+        return False, f"/health/ready answered {status}" + (f" ({reason})" if reason else "")
 
     def smoke(self, color: Color) -> tuple[bool, str]:
         base = self.endpoints[color].rstrip("/")
         for check in self.smoke_checks:
             try:
-                answer = httpx.request(check.method, base + check.path, timeout=self.timeout)
-            except httpx.HTTPError as exc:
+                status, body = _request(check.method, base + check.path, self.timeout)
+            except OSError as exc:
                 return False, f"{check.name}: {type(exc).__name__}"
-            if answer.status_code != check.expect_status:
+            if status != check.expect_status:
                 return (
                     False,
-                    f"{check.name}: {check.method} {check.path} answered {answer.status_code}, expected {check.expect_status}",
+                    f"{check.name}: {check.method} {check.path} answered {status}, expected {check.expect_status}",
                 )
-            if check.expect_body and check.expect_body not in answer.text:
+            if check.expect_body and check.expect_body not in body:
                 return False, f"{check.name}: body of {check.path} lacks {check.expect_body!r}"
         return True, f"{len(self.smoke_checks)} checks passed"

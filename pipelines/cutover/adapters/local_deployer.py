@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cutover.model import Color
 
 
@@ -140,6 +138,8 @@ class LocalDeployer:
         return True
 
     def _wait_live(self, color: Color, ports: list[int]) -> None:
+        import httpx  # here, not at the top: `cutover status` imports this module too
+
         deadline = time.monotonic() + self.start_timeout
         for port in ports:
             while True:
