@@ -45,10 +45,13 @@ class Plan:
     strategy: tuple[int, ...] = (10, 50, 100)
     drain_seconds: float = 3.0
     faults: bool = False
+    # Requests per client session. Canary traffic comes from new sessions (old ones keep
+    # their color), so short windows need short sessions for the 10% step to see any.
+    session_length: tuple[int, int] = (15, 40)
 
     @classmethod
     def short(cls, faults: bool = False) -> Plan:
-        return cls(clients=10, warmup=1.5, bake=1.5, observe=1.5, faults=faults)
+        return cls(clients=10, warmup=1.5, bake=2.0, observe=1.5, faults=faults, session_length=(4, 12))
 
 
 class Rehearsal:
@@ -90,7 +93,9 @@ class Rehearsal:
             self.exemptions.colors["green"].append((self.started, FOREVER))
             monitor = EnvoyHealthMonitor(stack.layout.admin_url, stack.instance_by_port(), self.exemptions)
             monitor.start()
-            load = LoadGenerator(stack.layout.url, accounts, clients=plan.clients)
+            load = LoadGenerator(
+                stack.layout.url, accounts, clients=plan.clients, session_length=plan.session_length
+            )
             load.start()
             self.say(f"load: {plan.clients} concurrent clients, sessions with cookies, reads and transfers")
             time.sleep(plan.warmup)
