@@ -9,7 +9,6 @@ dropped then, so either way it is gone within two intervals. Joins and leaves ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,8 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 import httpx
+
+from ledger.tasks import cancel_and_wait
 
 log = logging.getLogger("ledger.cluster")
 
@@ -125,10 +126,7 @@ class Cluster:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._http is not None:
             await self._http.aclose()
 

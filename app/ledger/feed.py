@@ -14,12 +14,13 @@ not replayed on the feed: clients that need every transfer read `GET /transfers/
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
 
 import asyncpg
+
+from ledger.tasks import cancel_and_wait
 
 log = logging.getLogger("ledger.feed")
 
@@ -84,10 +85,7 @@ class TransferFeed:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self.delivered += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -17,6 +16,7 @@ from ledger.health import DatabasePing
 from ledger.metrics import Metrics
 from ledger.migrate import expected_version, schema_version
 from ledger.store import LedgerStore
+from ledger.tasks import cancel_and_wait
 
 log = logging.getLogger("ledger.runtime")
 
@@ -95,10 +95,7 @@ class Runtime:
 
     async def stop(self, close_within: float = 5.0) -> None:
         """Stop starting, then close the pool, waiting at most `close_within` seconds."""
-        if self._start_task is not None:
-            self._start_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._start_task
+        await cancel_and_wait(self._start_task)
         await self.cluster.stop()
         await self.feed.stop()
         if self.pool is not None:

@@ -227,13 +227,18 @@ def test_unknown_env_and_missing_records_are_refused(env: Env, tmp_path: Path) -
     assert broken.records() == before
 
 
-def test_killed_mid_shift_status_explains_and_resume_or_rollback_finishes(env: Env) -> None:
-    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,50,100", "--bake", "30")
+def kill_release_at_the_first_step(env: Env, strategy: str) -> None:
+    """Start a release, and SIGKILL it once green has its first 10% (mid-bake)."""
+    release = start_cutover(env, "release", "--image", "v2", "--strategy", strategy, "--bake", "30")
     deadline = time.monotonic() + 30
     while env.weights()["green"] != 10 and time.monotonic() < deadline:
         time.sleep(0.05)
     release.send_signal(signal.SIGKILL)
     release.wait(10)
+
+
+def test_killed_mid_shift_status_explains_and_resume_or_rollback_finishes(env: Env) -> None:
+    kill_release_at_the_first_step(env, "canary:10,50,100")
     assert env.weights() == {"blue": 90, "green": 10}
 
     status = as_json(cutover(env, "status", "--json"))
@@ -254,12 +259,7 @@ def test_killed_mid_shift_status_explains_and_resume_or_rollback_finishes(env: E
 
 
 def test_on_call_breaks_a_stuck_lock_to_roll_back(env: Env) -> None:
-    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,100", "--bake", "30")
-    deadline = time.monotonic() + 30
-    while env.weights()["green"] != 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    release.send_signal(signal.SIGKILL)
-    release.wait(10)
+    kill_release_at_the_first_step(env, "canary:10,100")
     rolled = cutover(env, "rollback", "--break-lock", "--json")
     assert rolled.returncode == 0, rolled.stderr
     assert env.weights() == {"blue": 100, "green": 0}
