@@ -1,19 +1,32 @@
-"""Builds the adapters an environment file names, and the machine that drives them."""
+"""Builds the adapters an environment file names, and the machine that drives them.
+
+Each operation builds only what it uses: rollback, shift and status never build the
+deployer (a Pulumi deployer needs the Pulumi CLI and a backend login; a rollback deploys
+nothing).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cutover.adapters.history import DynamoDBHistory, FileHistory
 from cutover.adapters.http_health import HttpHealth
 from cutover.adapters.locks import DynamoDBLock, FileLock
+from cutover.adapters.state_store import DynamoDBStateStore, FileStateStore
+from cutover.cancel import CancelScope
 from cutover.envconfig import EnvConfig
 from cutover.machine import ReleaseMachine, Reporter
 from cutover.ports import Deployer, History, Lock, TrafficRouter
+from cutover.release_state import ReleaseStateStore
+from cutover.retry import RetryPolicy
+
+Note = Callable[[str], None]
 
 
 def aws_client(env: EnvConfig, service: str) -> Any:
+    """A boto3 client that does not retry by itself: cutover.retry is the one retry policy."""
     import boto3
     from botocore.config import Config
 
@@ -21,8 +34,12 @@ def aws_client(env: EnvConfig, service: str) -> Any:
         service,
         region_name=env.aws.get("region", "us-east-1"),
         endpoint_url=env.aws.get("endpoint_url") or None,
-        config=Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=5, read_timeout=20),
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
     )
+
+
+def retry_policy(env: EnvConfig, note: Note | None = None) -> RetryPolicy:
+    return RetryPolicy(float(env.aws.get("call_budget_seconds", 30)), note=note or (lambda _line: None))
 
 
 def _relative(env: EnvConfig, value: str) -> Path:
@@ -30,7 +47,7 @@ def _relative(env: EnvConfig, value: str) -> Path:
     return path if path.is_absolute() else env.path.parent / path
 
 
-def build_router(env: EnvConfig) -> TrafficRouter:
+def build_router(env: EnvConfig, note: Note | None = None) -> TrafficRouter:
     spec = env.router
     if spec["type"] == "route53":
         from cutover.adapters.route53 import Route53Router
@@ -41,6 +58,7 @@ def build_router(env: EnvConfig) -> TrafficRouter:
             spec["record_name"],
             generation_record=spec.get("generation_record"),
             set_identifiers=spec.get("set_identifiers"),
+            retry=retry_policy(env, note),
         )
     from cutover.adapters.envoy_router import EnvoyRouter
 
@@ -62,31 +80,58 @@ def build_deployer(env: EnvConfig) -> Deployer:
     return LocalDeployer(_relative(env, spec["state_dir"]), spec["ports"], spec.get("env", {}))
 
 
-def build_lock(env: EnvConfig) -> Lock:
+def build_lock(env: EnvConfig, note: Note | None = None) -> Lock:
     spec = env.lock
     lease = float(spec.get("lease_seconds", 60))
     if spec["type"] == "dynamodb":
-        return DynamoDBLock(aws_client(env, "dynamodb"), spec["table"], env.name, lease_seconds=lease)
+        return DynamoDBLock(
+            aws_client(env, "dynamodb"),
+            spec["table"],
+            env.name,
+            lease_seconds=lease,
+            retry=retry_policy(env, note),
+        )
     return FileLock(_relative(env, spec["path"]), lease_seconds=lease)
 
 
-def build_history(env: EnvConfig) -> History:
+def build_history(env: EnvConfig, note: Note | None = None) -> History:
     spec = env.history
     if spec["type"] == "dynamodb":
-        return DynamoDBHistory(aws_client(env, "dynamodb"), spec["table"], env.name)
+        return DynamoDBHistory(aws_client(env, "dynamodb"), spec["table"], env.name, retry_policy(env, note))
     return FileHistory(_relative(env, spec["path"]))
 
 
+def build_state_store(env: EnvConfig, note: Note | None = None) -> ReleaseStateStore:
+    """The release state: its own section if the file has one, else beside the lock (an item
+    of the DynamoDB lock table, or release-state.json next to the lock file)."""
+    spec = env.state or env.lock
+    if spec["type"] == "dynamodb":
+        return DynamoDBStateStore(
+            aws_client(env, "dynamodb"), spec["table"], env.name, retry_policy(env, note)
+        )
+    if env.state:
+        return FileStateStore(_relative(env, spec["path"]))
+    return FileStateStore(_relative(env, spec["path"]).with_name("release-state.json"))
+
+
 def build_machine(
-    env: EnvConfig, reporter: Reporter | None = None, router: TrafficRouter | None = None
+    env: EnvConfig,
+    reporter: Reporter | None = None,
+    router: TrafficRouter | None = None,
+    *,
+    with_deployer: bool = True,
+    cancel: CancelScope | None = None,
 ) -> ReleaseMachine:
+    reporter = reporter or Reporter()
     return ReleaseMachine(
         env.name,
-        router or build_router(env),
-        build_deployer(env),
-        build_lock(env),
-        build_history(env),
+        router or build_router(env, reporter.note),
+        build_deployer(env) if with_deployer else None,
+        build_lock(env, reporter.note),
+        build_history(env, reporter.note),
         HttpHealth(env.endpoints, env.smoke_checks),
         env.gates,
+        states=build_state_store(env, reporter.note),
         reporter=reporter,
+        cancel=cancel,
     )

@@ -1,12 +1,17 @@
 """The `cutover` command: status, release, shift, rollback, history, rehearse.
 
-Exit codes: 0 done; 1 the operation failed and the previous traffic was restored;
-2 bad input or refused (nothing changed); 3 another operation holds the lock.
+Exit codes (docs/contracts.md): 0 done (also "nothing to do"); 1 the operation failed and
+traffic is back where it was; 2 bad input or refused, nothing changed; 3 another operation
+holds the lock; 4 the operation failed and traffic could NOT be restored (act now: the
+last line says what to run); 130/143 cancelled by SIGINT/SIGTERM, traffic restored.
+With `--json`, every exit path prints one JSON object on stdout; without it, the last line
+on stderr says what to run next whenever there is something to do.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,15 +19,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.exceptions import TyperException
 
 from cutover import envconfig
 from cutover.adapters.http_health import HttpHealth
-from cutover.build import build_deployer, build_history, build_lock, build_machine, build_router
+from cutover.build import build_history, build_lock, build_machine, build_router, build_state_store
+from cutover.cancel import Cancelled, CancelScope
 from cutover.machine import ReleaseMachine, Reporter, Result, State
-from cutover.model import COLORS, BadInput, parse_color, parse_strategy
+from cutover.model import COLORS, BadInput, Traffic, parse_color, parse_strategy
 from cutover.ports import Record
+from cutover.release_state import ReleaseState, adopt, rollback_target
 
 app = typer.Typer(
     name="cutover",
@@ -43,6 +51,9 @@ EnvOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 
+# Set by a command once it knows them, for the lines main() prints on every exit path.
+_context: dict[str, str] = {"command": "", "env": ""}
+
 
 class ConsoleReporter(Reporter):
     """Progress on stderr: every state the machine enters, and notes within it."""
@@ -54,41 +65,85 @@ class ConsoleReporter(Reporter):
         style = {
             "succeeded": "bold green",
             "failed": "bold red",
+            "failed, traffic not restored": "bold red",
+            "cancelled": "bold yellow",
             "refused": "bold yellow",
             "locked": "bold yellow",
         }
         err.print(
             f"[dim]{time.monotonic() - self.started:6.1f}s[/dim] [{style.get(state.value, 'bold')}]{state.value}[/]"
-            + (f"  {detail}" if detail else "")
+            + (f"  {escape(detail)}" if detail else "")
         )
 
     def note(self, message: str) -> None:
-        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s    {message}[/dim]")
+        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s    {escape(message)}[/dim]")
 
 
-def _machine(env: str) -> ReleaseMachine:
+def _machine(env: str, *, with_deployer: bool, cancel: CancelScope) -> ReleaseMachine:
     """The machine for `env`, after a read of the traffic records: an environment whose
     records are missing is refused here, before any progress output or lock."""
     config = envconfig.load(env)
-    router = build_router(config)
+    reporter = ConsoleReporter()
+    router = build_router(config, reporter.note)
     router.read()
-    return build_machine(config, ConsoleReporter(), router)
+    return build_machine(config, reporter, router, with_deployer=with_deployer, cancel=cancel)
+
+
+def _env_flag() -> str:
+    return f"--env {shlex.quote(_context['env'])}" if _context["env"] else "--env ENV"
+
+
+def next_step(result: Result) -> str:
+    """The line that tells on-call (or the pipeline log) what to run now."""
+    env = _env_flag()
+    if result.state == State.LOCKED:
+        return (
+            f"next: wait for it and check `cutover status {env}`; if its process is dead, "
+            f"`cutover rollback --break-lock {env}`"
+        )
+    if result.state == State.UNRESTORED:
+        where = f"traffic is at {result.after}" if result.after else "traffic could not be read"
+        return (
+            f"ACT NOW: {where}, not where the {result.operation} started ({result.before}). "
+            f"Check `cutover status {env}`, then run `cutover rollback {env}` to put all traffic on the last known good"
+        )
+    if result.state in (State.FAILED, State.CANCELLED):
+        back = f"traffic is back at {result.after}" if result.after else "no traffic was moved"
+        if result.operation == "release":
+            return f"next: {back}; see `cutover history {env}`, then release a fixed build with `cutover release --image TAG {env}`"
+        return f"next: {back}; see `cutover status {env}`"
+    return ""
 
 
 def _finish(result: Result, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(result.as_dict()))
-    elif result.exit_code == 0:
-        err.print(f"cutover: {result.operation} succeeded in {result.seconds:.1f}s: {result.after}")
+        out.print_json(json.dumps({**result.as_dict(), "next": next_step(result)}))
+    for warning in result.warnings:
+        err.print(f"cutover: warning: {warning}", markup=False)
+    if result.exit_code == 0:
+        done = result.reason or f"{result.operation} succeeded in {result.seconds:.1f}s: {result.after}"
+        err.print(f"cutover: {done}", markup=False)
     else:
-        err.print(f"cutover: {result.operation} {result.state.value}: {result.reason}")
+        err.print(f"cutover: {result.operation} {result.state.value}: {result.reason}", markup=False)
+        if next_step(result):
+            err.print(f"cutover: {next_step(result)}", markup=False)
     raise typer.Exit(result.exit_code)
+
+
+def _operation(command: str, env: str) -> CancelScope:
+    """Note what runs (for main's messages) and make SIGINT/SIGTERM a clean cancel."""
+    _context.update(command=command, env=env)
+    scope = CancelScope()
+    scope.install()
+    return scope
 
 
 @app.command()
 def release(
-    image: Annotated[str, typer.Option("--image", help="image tag to release")],
     env: EnvOption,
+    image: Annotated[
+        str | None, typer.Option("--image", help="image tag to release (with --resume: optional)")
+    ] = None,
     strategy: Annotated[
         str, typer.Option(help="all-at-once | canary:10,50,100 | linear:25")
     ] = "canary:10,50,100",
@@ -99,13 +154,17 @@ def release(
     as_json: JsonOption = False,
 ) -> None:
     """Deploy IMAGE to the idle color and move traffic to it, step by step."""
+    _context.update(command="release", env=env)
     steps = parse_strategy(strategy)
-    if not image.strip():
+    if image is None and not resume:
+        raise BadInput("Missing option '--image': name the image tag to release")
+    if image is not None and not image.strip():
         raise BadInput("--image must not be empty")
     if bake is not None and bake < 0:
         raise BadInput(f"--bake must be 0 or more seconds (got {bake:g})")
-    machine = _machine(env)
-    _finish(machine.release(image.strip(), steps, bake=bake, resume=resume), as_json)
+    cancel = _operation("release", env)
+    machine = _machine(env, with_deployer=True, cancel=cancel)
+    _finish(machine.release(image.strip() if image else None, steps, bake=bake, resume=resume), as_json)
 
 
 @app.command()
@@ -116,10 +175,12 @@ def shift(
     as_json: JsonOption = False,
 ) -> None:
     """Give COLOR a WEIGHT of the traffic, with the same health gates as a release."""
+    _context.update(command="shift", env=env)
     color = parse_color(to)
     if not 0 <= weight <= 100:
         raise BadInput(f"--weight must be from 0 to 100 (got {weight})")
-    machine = _machine(env)
+    cancel = _operation("shift", env)
+    machine = _machine(env, with_deployer=False, cancel=cancel)
     _finish(machine.shift(color, weight), as_json)
 
 
@@ -127,24 +188,29 @@ def shift(
 def rollback(
     env: EnvOption,
     force: Annotated[
-        bool, typer.Option("--force", help="roll back even if that color fails its health check")
+        bool, typer.Option("--force", help="roll back even if the last known good fails its health check")
     ] = False,
     break_lock: Annotated[
         bool, typer.Option("--break-lock", help="take the lock from a stuck operation (recorded in history)")
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """All traffic back to the previous color, in one atomic change."""
-    machine = _machine(env)
+    """All traffic back to the last known good build, in one atomic change."""
+    cancel = _operation("rollback", env)
+    machine = _machine(env, with_deployer=False, cancel=cancel)
     _finish(machine.rollback(force=force, break_lock=break_lock), as_json)
 
 
 @app.command()
 def status(env: EnvOption, as_json: JsonOption = False) -> None:
-    """Where traffic is, what each color runs and whether it is healthy; the lock; the last operation."""
+    """Where traffic is, what each color runs and whether it is healthy; the lock; the last
+    operation. Exits 1 when a color that takes traffic is unhealthy."""
+    _context.update(command="status", env=env)
     config = envconfig.load(env)
     traffic = build_router(config).read()
-    deployer = build_deployer(config)
+    state = build_state_store(config).load()
+    if not state.version:  # what the first operation will record
+        state = adopt(state, traffic, {}, time.time())
     health = HttpHealth(config.endpoints, config.smoke_checks)
     lock = build_lock(config).holder()
     recent = build_history(config).recent(1)
@@ -152,64 +218,109 @@ def status(env: EnvOption, as_json: JsonOption = False) -> None:
     colors: dict[str, Any] = {}
     for color in COLORS:
         healthy, why = health.ready(color)
+        build = state.build(color)
         colors[color] = {
             "weight": traffic.weight(color),
-            "image": deployer.current_image(color),
+            "share": round(traffic.share(color), 2),
+            "image": build.image,
+            "digest": build.digest,
+            "verified": build.verified,
+            "note": build.note,
             "healthy": healthy,
             "health": why,
             "endpoint": config.endpoints[color],
         }
+    serving_healthy = all(info["healthy"] for info in colors.values() if info["weight"] > 0)
+    good = rollback_target(state)
     report = {
         "env": config.name,
         "traffic": traffic.as_dict(),
         "active": traffic.active,
+        "written_by_cutover": traffic.written_by_cutover,
+        "healthy": serving_healthy,
         "colors": colors,
+        "last_good": {"color": good.color, "image": good.image} if good else None,
+        "release_in_flight": state.as_dict()["release"],
         "lock": lock,
         "last_operation": _record_dict(last),
-        "explanation": explain(traffic.active, traffic.as_dict(), lock, last),
+        "explanation": explain(traffic, state, lock, last),
     }
     if as_json:
         out.print_json(json.dumps(report))
-        return
-    table = Table(title=f"cutover status: {config.name}")
-    for column in ("color", "weight", "image", "health", "endpoint"):
-        table.add_column(column)
-    for name, info in colors.items():
-        mark = "[green]ok[/green]" if info["healthy"] else f"[red]{info['health']}[/red]"
-        table.add_row(name, f"{info['weight']}%", str(info["image"] or "-"), mark, info["endpoint"])
-    out.print(table)
-    out.print(report["explanation"])
+    else:
+        table = Table(title=f"cutover status: {config.name}")
+        for column in ("color", "traffic", "image", "verified", "health", "endpoint"):
+            table.add_column(column)
+        for name, info in colors.items():
+            mark = "[green]ok[/green]" if info["healthy"] else f"[red]{escape(info['health'])}[/red]"
+            table.add_row(
+                name,
+                _share(info["share"]),
+                escape(str(info["image"] or "-")),
+                "yes" if info["verified"] else "no",
+                mark,
+                escape(info["endpoint"]),
+            )
+        out.print(table)
+        out.print(report["explanation"], markup=False)
+    raise typer.Exit(0 if serving_healthy else 1)
 
 
-def explain(
-    active: str | None, traffic: dict[str, int], lock: dict[str, Any] | None, last: Record | None
-) -> str:
+def _share(percent: float) -> str:
+    return f"{percent:.0f}%" if percent == int(percent) else f"{percent:.2f}%"
+
+
+def explain(traffic: Traffic, state: ReleaseState, lock: dict[str, Any] | None, last: Record | None) -> str:
     """One paragraph for on-call: what state this is and what to type next."""
     lines = []
-    if active:
-        lines.append(f"All traffic is on {active}.")
+    good = rollback_target(state)
+    if traffic.active and traffic.written_by_cutover:
+        lines.append(f"All traffic is on {traffic.active}.")
+    elif traffic.written_by_cutover:
+        lines.append(f"Traffic is split: blue {traffic.blue}%, green {traffic.green}%.")
     else:
-        lines.append(f"Traffic is split: blue {traffic['blue']}%, green {traffic['green']}%.")
+        lines.append(
+            f"The weights (blue {traffic.blue}, green {traffic.green}: {_share(traffic.share('blue'))} / "
+            f"{_share(traffic.share('green'))}) were not written by cutover: someone edited them by hand."
+        )
+    if good is not None:
+        where = "traffic is there" if traffic.active == good.color else "`cutover rollback` goes there"
+        lines.append(f"Last known good: {good} ({where}).")
+    else:
+        lines.append("No known good build is recorded: `cutover rollback` has nowhere to go.")
+    inflight = state.release
     if last is not None:
         when = datetime.fromtimestamp(last.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         what = f"Last operation: {last.operation} {last.id} by {last.actor} at {when}"
         if last.outcome == "running":
             lines.append(f"{what} did not finish (it is running, or its process died).")
-            if not active and last.operation == "release":
-                lines.append(
-                    f"Finish it with `cutover release --image {last.image} --resume`, "
-                    "or go back with `cutover rollback`."
-                )
         else:
             lines.append(f"{what}: {last.outcome}" + (f" ({last.reason})." if last.reason else "."))
+    if inflight is not None and (lock is None or lock.get("expired")):
+        lines.append(
+            f"Release {inflight.record_id} of {inflight.image} to {inflight.to_color} was interrupted: "
+            "finish it with `cutover release --resume`, or go back with `cutover rollback`."
+        )
     if lock:
         until = datetime.fromtimestamp(float(lock["expires_at"]), UTC).strftime("%H:%M:%S UTC")
-        state = "expired, free to take" if lock.get("expired") else f"until {until}"
-        lines.append(f"Lock held by {lock.get('owner')} for {lock.get('operation')} ({state}).")
+        held = "expired, free to take" if lock.get("expired") else f"until {until}"
+        lines.append(f"Lock held by {lock.get('owner')} for {lock.get('operation')} ({held}).")
         if not lock.get("expired"):
-            lines.append(
-                "If that operation is dead, on-call can take the lock: `cutover rollback --break-lock`."
-            )
+            if good is not None and traffic.active == good.color:
+                lines.append(
+                    "Traffic is already on the last known good: if that operation is dead, there is nothing "
+                    f"to roll back; its lease runs out at {until}."
+                )
+            else:
+                lines.append(
+                    "If that operation is dead, on-call can take the lock and go back to the last known good: "
+                    "`cutover rollback --break-lock`"
+                    + (
+                        f"; or wait until its lease runs out at {until} and finish it: `cutover release --resume`."
+                        if inflight is not None
+                        else "."
+                    )
+                )
     else:
         lines.append("No lock is held.")
     return " ".join(lines)
@@ -278,24 +389,45 @@ def rehearse(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: every refusal is one line on stderr and exit code 2."""
+    """Entry point: every exit path is one clear line on stderr (and, with --json, one JSON
+    object on stdout); refusals exit 2, a cancel 130/143."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    _context.update(command=next((a for a in args if not a.startswith("-")), ""), env="")
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
     except BadInput as bad:
-        err.print(f"cutover: {bad}", markup=False)
-        return 2
-    except typer.Abort:
-        err.print("cutover: aborted")
-        return 130
+        return _fail(2, "refused", str(bad), as_json)
+    except Cancelled as cancelled:  # before the operation started: nothing was changed
+        return _fail(cancelled.exit_code, "cancelled", f"{cancelled}; nothing was changed", as_json)
+    except (typer.Abort, KeyboardInterrupt):
+        return _fail(130, "cancelled", "cancelled by SIGINT; nothing was changed", as_json)
     except TyperException as usage:  # unknown option, missing --image, ...: one line, exit 2
         format_message = getattr(usage, "format_message", None)
         message = format_message() if callable(format_message) else str(usage)
-        err.print(f"cutover: {message}", markup=False)
-        return 2
+        return _fail(2, "refused", message, as_json)
     except Exception as failure:  # no credentials, API unreachable, ... before anything changed
-        err.print(f"cutover: {type(failure).__name__}: {failure}", markup=False)
-        return 1
+        return _fail(1, "failed", f"{type(failure).__name__}: {failure}; nothing was changed", as_json)
     return int(code or 0)
+
+
+def _fail(code: int, outcome: str, message: str, as_json: bool) -> int:
+    """An exit before any operation ran (nothing changed): one line, and JSON when asked."""
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "operation": _context["command"] or None,
+                    "outcome": outcome,
+                    "exit_code": code,
+                    "reason": message,
+                    "before": None,
+                    "after": None,
+                }
+            )
+        )
+    err.print(f"cutover: {message}", markup=False)
+    return code
 
 
 def run() -> None:

@@ -11,6 +11,7 @@ The file is the `cutover_env` output of the Pulumi stack, written with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,45 @@ ADAPTER_TYPES = {
     "deployer": ("pulumi", "local"),
     "lock": ("dynamodb", "file"),
     "history": ("dynamodb", "file"),
+    "state": ("dynamodb", "file"),
+}
+
+# Per section and type: every key it may hold, with its type and whether it is required.
+# A missing or mistyped key is refused here (exit 2, naming it), not deep in an adapter.
+_STR, _NUM, _DICT = (str,), (int, float), (dict,)
+SECTION_KEYS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] = {
+    ("router", "route53"): {
+        "hosted_zone_id": (_STR, True),
+        "record_name": (_STR, True),
+        "generation_record": (_STR, False),
+        "set_identifiers": (_DICT, False),
+    },
+    ("router", "envoy"): {"layout": (_DICT, True)},
+    ("deployer", "pulumi"): {"stack": (_STR, True), "work_dir": (_STR, False), "config_key": (_STR, False)},
+    ("deployer", "local"): {"state_dir": (_STR, True), "ports": (_DICT, True), "env": (_DICT, False)},
+    ("lock", "dynamodb"): {"table": (_STR, True), "lease_seconds": (_NUM, False)},
+    ("lock", "file"): {"path": (_STR, True), "lease_seconds": (_NUM, False)},
+    ("history", "dynamodb"): {"table": (_STR, True)},
+    ("history", "file"): {"path": (_STR, True)},
+    ("state", "dynamodb"): {"table": (_STR, True)},
+    ("state", "file"): {"path": (_STR, True)},
+}
+AWS_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "region": (_STR, False),
+    "endpoint_url": (_STR, False),
+    "call_budget_seconds": (_NUM, False),
+}
+TOP_KEYS = {
+    "name",
+    "router",
+    "deployer",
+    "lock",
+    "history",
+    "state",
+    "colors",
+    "gates",
+    "smoke_checks",
+    "aws",
 }
 
 
@@ -38,6 +78,7 @@ class EnvConfig:
     lock: dict[str, Any]
     history: dict[str, Any]
     endpoints: dict[Color, str]
+    state: dict[str, Any] = field(default_factory=dict)  # default: beside the lock
     gates: Gates = field(default_factory=Gates)
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     aws: dict[str, Any] = field(default_factory=dict)
@@ -81,27 +122,73 @@ def load(name: str) -> EnvConfig:
     return parse(raw, path)
 
 
+def _check_keys(
+    path: Path, where: str, value: dict[str, Any], keys: dict[str, tuple[tuple[type, ...], bool]]
+) -> None:
+    for key, (types, required) in keys.items():
+        if key not in value:
+            if required:
+                raise BadInput(f"{path}: `{where}.{key}` is missing: add it (see docs/runbooks/release.md)")
+            continue
+        item = value[key]
+        if (
+            not isinstance(item, types)
+            or isinstance(item, bool)
+            or (isinstance(item, str) and not item.strip())
+        ):
+            wanted = " or ".join("a number" if t in (int, float) else f"a {t.__name__}" for t in types)
+            raise BadInput(f"{path}: `{where}.{key}` must be {wanted} (got {item!r})")
+        if types == _NUM and isinstance(item, int | float) and item <= 0:
+            raise BadInput(f"{path}: `{where}.{key}` must be more than 0 (got {item!r})")
+    unknown = sorted(set(value) - set(keys) - {"type"})
+    if unknown:
+        raise BadInput(
+            f"{path}: `{where}.{unknown[0]}` is not a known key (known: {', '.join(sorted(keys))}): fix or remove it"
+        )
+
+
 def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
-    sections = {}
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise BadInput(f"{path}: `{unknown[0]}` is not a known key (known: {', '.join(sorted(TOP_KEYS))})")
+    sections: dict[str, dict[str, Any]] = {}
     for section, types in ADAPTER_TYPES.items():
         value = raw.get(section)
+        if section == "state" and value is None:
+            continue  # optional: the release state lives beside the lock
         if not isinstance(value, dict) or value.get("type") not in types:
             raise BadInput(f"{path}: `{section}.type` must be one of {', '.join(types)}")
+        _check_keys(path, section, value, SECTION_KEYS[(section, value["type"])])
         sections[section] = value
+    aws = raw.get("aws") or {}
+    if not isinstance(aws, dict):
+        raise BadInput(f"{path}: `aws` must be an object with region, endpoint_url, call_budget_seconds")
+    _check_keys(path, "aws", aws, AWS_KEYS)
     colors = raw.get("colors")
     if not isinstance(colors, dict):
         raise BadInput(f'{path}: `colors` must map blue and green to {{"endpoint": URL}}')
     endpoints: dict[Color, str] = {}
     for color in COLORS:
-        endpoint = (colors.get(color) or {}).get("endpoint")
+        entry = colors.get(color)
+        endpoint = entry.get("endpoint") if isinstance(entry, dict) else None
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
-            raise BadInput(f"{path}: `colors.{color}.endpoint` must be an http(s) URL")
+            raise BadInput(f"{path}: `colors.{color}.endpoint` must be an http(s) URL (got {endpoint!r})")
         endpoints[color] = endpoint
     gates_raw = raw.get("gates") or {}
+    if not isinstance(gates_raw, dict):
+        raise BadInput(f"{path}: `gates` must be an object")
+    known_gates = {f.name for f in dataclasses.fields(Gates)}
+    for key, value in gates_raw.items():
+        if key not in known_gates:
+            raise BadInput(
+                f"{path}: `gates.{key}` is not a known gate (known: {', '.join(sorted(known_gates))})"
+            )
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise BadInput(f"{path}: `gates.{key}` must be a number (got {value!r})")
     try:
         gates = Gates(**{k: type(getattr(Gates(), k))(v) for k, v in gates_raw.items()})
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise BadInput(f"{path}: `gates` has an unknown key or a bad value ({exc})") from None
+    except BadInput as bad:
+        raise BadInput(f"{path}: {bad}") from None
     smoke_raw = raw.get("smoke_checks")
     smoke: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     if smoke_raw is not None:
@@ -118,8 +205,9 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         deployer=sections["deployer"],
         lock=sections["lock"],
         history=sections["history"],
+        state=sections.get("state", {}),
         endpoints=endpoints,
         gates=gates,
         smoke_checks=smoke,
-        aws=dict(raw.get("aws") or {}),
+        aws=dict(aws),
     )

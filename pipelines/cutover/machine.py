@@ -3,19 +3,25 @@
 Read this file top to bottom to know what `cutover` does. The states and the transitions
 between them are listed in STATE_CHART; each operation walks them through `_enter`, which
 refuses any transition the chart does not list. The adapters (router, deployer, lock,
-history, health) are injected, so the same code runs against Route53 and Pulumi in the
-cloud, Envoy and local processes on a laptop, and fakes in the property tests.
+history, health, release state) are injected, so the same code runs against Route53 and
+Pulumi in the cloud, Envoy and local processes on a laptop, and fakes in the property tests.
 
-Guarantees, whatever fails:
+Guarantees, whatever fails and whatever signal arrives:
 - traffic ends either where the operation was going, or exactly where it started
-  (restored in one atomic change, with compare-and-swap so a concurrent writer is never
-  overwritten);
-- no weight is ever moved onto a color that has not just passed its health gate;
+  (restored in one atomic change, with compare-and-swap); a change made by someone else
+  (another generation, or other weights) is never overwritten: that ends UNRESTORED;
+- the outcome (and exit code) follows from where traffic ended: 1 and 130/143 only when it
+  is back where it started, 4 when it is not;
+- no weight is moved onto a color that has not just passed its health gate (except
+  `rollback --force`, which skips the target's health check and nothing else);
+- a rollback goes to the last known good build (cutover.release_state) and only there;
 - the lock is released and the history has the operation with its outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import getpass
 import os
 import socket
@@ -26,7 +32,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cutover.model import BadInput, Color, Traffic, other
+from cutover import retry
+from cutover.cancel import Cancelled, CancelScope
+from cutover.model import COLORS, BadInput, Color, Traffic, other
 from cutover.ports import (
     Clock,
     ConcurrentChange,
@@ -38,6 +46,18 @@ from cutover.ports import (
     LockLost,
     Record,
     TrafficRouter,
+)
+from cutover.release_state import (
+    ReleaseState,
+    ReleaseStateStore,
+    StateConflict,
+    adopt,
+    begin_release,
+    deployed,
+    end_release,
+    finish_release,
+    rollback_target,
+    rolled_back,
 )
 
 
@@ -54,33 +74,39 @@ class State(StrEnum):
     VERIFYING = "verifying"
     RESTORING = "restoring traffic"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # traffic is where the operation found it
+    UNRESTORED = "failed, traffic not restored"  # act now
+    CANCELLED = "cancelled"  # by SIGINT/SIGTERM; traffic is where the operation found it
     REFUSED = "refused"
     LOCKED = "locked"
 
 
 S = State
 # Every transition an operation may take. Anything else is a bug, and raises.
-# FAILED is reachable from every state that has not ended: any adapter may fail anywhere.
+# FAILED and CANCELLED are reachable from every state that has not ended: any adapter may
+# fail, and a signal may arrive, anywhere; before any weight moved, nothing needs restoring.
+_ENDS = frozenset({S.FAILED, S.CANCELLED})
 STATE_CHART: dict[State, frozenset[State]] = {
-    S.LOCKING: frozenset({S.READING, S.LOCKED, S.FAILED}),
-    S.READING: frozenset({S.CHECKING_ACTIVE, S.CHECKING_TARGET, S.REFUSED, S.FAILED}),
-    S.CHECKING_ACTIVE: frozenset({S.DEPLOYING, S.REFUSED, S.FAILED}),
-    S.CHECKING_TARGET: frozenset({S.SHIFTING, S.REFUSED, S.FAILED}),
-    S.DEPLOYING: frozenset({S.WAITING_READY, S.FAILED}),
-    S.WAITING_READY: frozenset({S.SMOKE_TESTING, S.FAILED}),
-    S.SMOKE_TESTING: frozenset({S.SHIFTING, S.FAILED}),
-    S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.VERIFYING, S.SUCCEEDED, S.RESTORING, S.FAILED}),
-    S.BAKING: frozenset({S.SHIFTING, S.RESTORING, S.FAILED}),
-    S.VERIFYING: frozenset({S.SUCCEEDED, S.RESTORING, S.FAILED}),
-    S.RESTORING: frozenset({S.FAILED}),
+    S.LOCKING: frozenset({S.READING, S.LOCKED, S.REFUSED}) | _ENDS,
+    S.READING: frozenset({S.CHECKING_ACTIVE, S.CHECKING_TARGET, S.REFUSED}) | _ENDS,
+    S.CHECKING_ACTIVE: frozenset({S.DEPLOYING, S.WAITING_READY, S.REFUSED}) | _ENDS,
+    S.CHECKING_TARGET: frozenset({S.SHIFTING, S.SUCCEEDED, S.REFUSED}) | _ENDS,
+    S.DEPLOYING: frozenset({S.WAITING_READY}) | _ENDS,
+    S.WAITING_READY: frozenset({S.SMOKE_TESTING}) | _ENDS,
+    S.SMOKE_TESTING: frozenset({S.SHIFTING, S.VERIFYING}) | _ENDS,
+    S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.VERIFYING, S.RESTORING}) | _ENDS,
+    S.BAKING: frozenset({S.SHIFTING, S.RESTORING}) | _ENDS,
+    S.VERIFYING: frozenset({S.SUCCEEDED, S.RESTORING}) | _ENDS,
+    S.RESTORING: frozenset({S.UNRESTORED}) | _ENDS,
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
+    S.UNRESTORED: frozenset(),
+    S.CANCELLED: frozenset(),
     S.REFUSED: frozenset(),
     S.LOCKED: frozenset(),
 }
 
-EXIT_CODES = {S.SUCCEEDED: 0, S.FAILED: 1, S.REFUSED: 2, S.LOCKED: 3}
+EXIT_CODES = {S.SUCCEEDED: 0, S.FAILED: 1, S.REFUSED: 2, S.LOCKED: 3, S.UNRESTORED: 4, S.CANCELLED: 130}
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,15 @@ class Gates:
     bake_seconds: float = 60.0  # after each partial step, while gating on health
     health_interval: float = 2.0
     sync_timeout: float = 300.0
+    restore_seconds: float = 60.0  # the most a restore after a failure may take
+    cancel_seconds: float = 6.0  # ... after SIGINT/SIGTERM (CI sends SIGTERM 7.5 s after SIGINT)
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if not value > 0 and name != "bake_seconds":
+                raise BadInput(f"gates.{name} must be more than 0 (got {value})")
+        if self.bake_seconds < 0:
+            raise BadInput(f"gates.bake_seconds must be 0 or more (got {self.bake_seconds})")
 
 
 class StepFailed(Exception):
@@ -113,9 +148,14 @@ class Result:
     seconds: float
     record_id: str
     steps: list[dict[str, Any]] = field(default_factory=list)
+    signal: int | None = None  # the signal that cancelled the operation
+    warnings: list[str] = field(default_factory=list)
+    target: str | None = None  # the color (and image) the operation was going to
 
     @property
     def exit_code(self) -> int:
+        if self.state == S.CANCELLED and self.signal is not None:
+            return 128 + self.signal
         return EXIT_CODES[self.state]
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,9 +166,11 @@ class Result:
             "reason": self.reason,
             "before": self.before.as_dict() if self.before else None,
             "after": self.after.as_dict() if self.after else None,
+            "target": self.target,
             "seconds": round(self.seconds, 3),
             "record_id": self.record_id,
             "steps": self.steps,
+            "warnings": self.warnings,
         }
 
 
@@ -168,55 +210,86 @@ class ReleaseMachine:
         self,
         env: str,
         router: TrafficRouter,
-        deployer: Deployer,
+        deployer: Deployer | None,
         lock: Lock,
         history: History,
         health: Health,
         gates: Gates = Gates(),
         *,
+        states: ReleaseStateStore,
         reporter: Reporter | None = None,
         clock: Clock | None = None,
         actor: str | None = None,
         wall_clock: Callable[[], float] = time.time,
+        cancel: CancelScope | None = None,
     ) -> None:
         self.env = env
         self.router = router
-        self.deployer = deployer
+        self.deployer = deployer  # None: this operation deploys nothing (shift, rollback)
         self.lock = lock
         self.history = history
         self.health = health
         self.gates = gates
+        self.states = states
         self.reporter = reporter or Reporter()
         self.clock = clock or SystemClock()
         self.actor = actor or default_actor()
+        self.cancel = cancel or CancelScope()
         self._wall = wall_clock
         self._state = S.LOCKING
+        self.transitions: list[tuple[State, State]] = []
         self._steps: list[dict[str, Any]] = []
+        self._warnings: list[str] = []
+        self._release: ReleaseState = ReleaseState()
         self._last_written: Traffic | None = None  # the state our last change produced
         self._pending: Traffic | None = None  # a change sent whose outcome is unknown
+        self._pending_base: Traffic | None = None  # ... and the state it was sent against
+        self._target: str | None = None
 
     # ------------------------------------------------------------------ operations
 
     def release(
-        self, image: str, steps: tuple[int, ...], *, bake: float | None = None, resume: bool = False
+        self,
+        image: str | None,
+        steps: tuple[int, ...],
+        *,
+        bake: float | None = None,
+        resume: bool = False,
     ) -> Result:
-        """Deploy `image` to the idle color, shift traffic to it by `steps`, promote."""
-        if not image.strip():
+        """Deploy `image` to the idle color, shift traffic to it by `steps`, promote.
+
+        `resume` finishes the interrupted release recorded in the release state, with its
+        own image and color, and nothing else.
+        """
+        if not resume and not (image or "").strip():
             raise BadInput("--image must not be empty")
         bake_seconds = self.gates.bake_seconds if bake is None else bake
 
         def run(record: Record, before: Traffic) -> Traffic:
-            target = self._release_target(before, resume)
+            if not before.written_by_cutover:
+                raise Refused(
+                    f"the live weights ({before}) were not written by cutover: someone changed them by hand. "
+                    "`cutover rollback` puts all traffic on the last known good"
+                )
+            target, chosen = self._release_target(before, image, resume, record)
             old = other(target)
-            record.to_color, record.image = target, image
-            self.history.write(record)
+            record.to_color, record.image = target, chosen
+            self._target = f"{target} ({chosen})"
+            self._write_history(record)
             self._enter(S.CHECKING_ACTIVE, f"{old} must be healthy so a rollback has somewhere to go")
-            self._require_healthy(old, "the active color")
-            self._enter(S.DEPLOYING, f"{image} to {target}")
-            try:
-                self.deployer.deploy(target, image, self.reporter.note)
-            except Exception as exc:
-                raise StepFailed(f"deploying {image} to {target} failed: {exc}") from exc
+            if before.weight(old) > 0:
+                self._require_healthy(old, "the active color")
+            if not resume:
+                self._save_state(
+                    lambda st: begin_release(st, record.id, chosen, target, before, self._wall())
+                )
+            else:
+                self._save_state(lambda st: _resumed(st, record.id))
+            if before.weight(target) == 0:  # a color that takes traffic is never redeployed
+                self._enter(S.DEPLOYING, f"{chosen} to {target}")
+                digest = self._deploy(target, chosen)
+                if digest:
+                    self._save_state(lambda st: deployed(st, target, digest))
             self._enter(
                 S.WAITING_READY, f"{target} must pass readiness {self.gates.ready_successes} times in a row"
             )
@@ -233,49 +306,82 @@ class ReleaseMachine:
                 if weight < 100 and bake_seconds > 0:
                     self._enter(S.BAKING, f"{bake_seconds:g}s at {target} {weight}%")
                     self._bake(target, bake_seconds)
+            if current.weight(target) < 100:  # resumed with every step already taken
+                current = self._shift(current, target, 100)
+            self._enter(S.VERIFYING, f"{target} healthy with all traffic")
+            passed, why = self.health.ready(target)
+            if not passed:
+                raise StepFailed(f"{target} failed its health check with all traffic: {why}")
+            self._save_state(lambda st: finish_release(st, record.id, target, self._wall()), critical=False)
             return current
 
         return self._operate("release", run)
 
     def shift(self, color: Color, weight: int) -> Result:
         """One manual step: `color` gets `weight`, with the same gates as a release."""
-        Traffic.with_weight(color, weight)  # validates the weight before anything runs
+        target = Traffic.with_weight(color, weight)  # validates the weight before anything runs
 
         def run(record: Record, before: Traffic) -> Traffic:
+            if not before.written_by_cutover:
+                raise Refused(
+                    f"the live weights ({before}) were not written by cutover: someone changed them by hand. "
+                    "`cutover rollback` puts all traffic on the last known good"
+                )
             record.to_color = color
-            self._enter(S.CHECKING_TARGET, f"{color} before it takes {weight}%")
-            if weight > before.weight(color):
-                self._require_healthy(color, "the color that would take more traffic")
+            self._target = str(target)
+            rising = _rising(before, target)
+            self._enter(S.CHECKING_TARGET, f"{', '.join(rising) or 'no color'} must be healthy to take more")
+            for up in rising:
+                self._require_healthy(up, "the color that would take more traffic")
             current = self._shift(before, color, weight)
-            self._enter(S.VERIFYING, f"{color} healthy at {weight}%")
-            if weight > 0:
-                passed, why = self.health.ready(color)
+            self._enter(S.VERIFYING, f"{', '.join(rising) or 'traffic'} healthy after the shift")
+            for up in rising:
+                passed, why = self.health.ready(up)
                 if not passed:
-                    raise StepFailed(f"{color} failed its health check after the shift: {why}")
+                    raise StepFailed(f"{up} failed its health check after the shift: {why}")
             return current
 
         return self._operate("shift", run)
 
     def rollback(self, *, force: bool = False, break_lock: bool = False) -> Result:
-        """All traffic back to the previous color, in one atomic change."""
+        """All traffic back to the last known good build, in one atomic change.
+
+        Never onto a build that did not pass its gates; when traffic is already there, it
+        changes nothing. `force` skips the target's health check (never the choice of target).
+        """
 
         def run(record: Record, before: Traffic) -> Traffic:
-            target = self._rollback_target(before)
-            record.to_color = target
-            self._enter(S.CHECKING_TARGET, f"{target} must be healthy to take all traffic")
-            passed, why = self.health.ready(target)
+            self._enter(S.CHECKING_TARGET, "the last known good")
+            good = rollback_target(self._release)
+            if good is None:
+                raise Refused(_no_known_good(self._release))
+            record.to_color, record.image = good.color, good.image
+            self._target = str(good)
+            if before.active == good.color:
+                record.details["nothing_to_do"] = (
+                    f"nothing to roll back: all traffic is already on the last known good, {good}"
+                )
+                if self._release.release is not None:  # a release that never moved traffic: abandoned
+                    self._save_state(lambda st: rolled_back(st, good, record.id, self.actor, self._wall()))
+                self._enter(S.SUCCEEDED, record.details["nothing_to_do"])
+                return before
+            passed, why = self.health.ready(good.color)
             if not passed:
                 if not force:
                     raise Refused(
-                        f"{target} is not healthy ({why}); rolling back onto it would fail: use --force to do it anyway"
+                        f"{good} is not healthy ({why}); rolling back onto it would fail: "
+                        "use --force to do it anyway"
                     )
-                self.reporter.note(f"{target} is not healthy ({why}); going ahead: --force")
+                self.reporter.note(f"{good.color} is not healthy ({why}); going ahead: --force")
                 record.details["forced"] = True
-            after = self._shift(before, target, 100)
-            self._enter(S.VERIFYING, f"traffic all on {target}")
+            after = self._shift(before, good.color, 100, gated=not force)
+            self._enter(S.VERIFYING, f"traffic all on {good}")
             live = self.router.read()
-            if not live.same_weights(Traffic.all_on(target)):
-                raise StepFailed(f"read back {live} after the rollback, expected all on {target}")
+            if not live.same_weights(Traffic.all_on(good.color)):
+                raise StepFailed(f"read back {live} after the rollback, expected all on {good.color}")
+            self._save_state(
+                lambda st: rolled_back(st, good, record.id, self.actor, self._wall()), critical=False
+            )
             return after
 
         return self._operate("rollback", run, break_lock=break_lock)
@@ -285,7 +391,6 @@ class ReleaseMachine:
     def _operate(
         self, operation: str, run: Callable[[Record, Traffic], Traffic], *, break_lock: bool = False
     ) -> Result:
-        started = self.clock.now()
         record = Record(
             id=uuid.uuid4().hex[:12],
             operation=operation,
@@ -294,109 +399,235 @@ class ReleaseMachine:
             started_at=self._wall(),
             from_traffic={},
         )
-        self._state, self._steps, self._last_written, self._pending = S.LOCKING, [], None, None
-        self.reporter.state(S.LOCKING, self.env)
-        holder_before = self.lock.holder() if break_lock else None
-        try:
-            self.lock.acquire(self.actor, operation, force=break_lock)
-        except LockHeld as held:
-            self._enter(S.LOCKED, str(held))
-            return Result(
-                operation, S.LOCKED, f"another operation holds the lock: {held}", None, None, 0.0, record.id
-            )
-        if holder_before:
-            record.details["lock_broken"] = holder_before
+        self._state, self._steps, self._warnings = S.LOCKING, [], []
+        self._last_written = self._pending = self._pending_base = None
+        self._target = None
         before: Traffic | None = None
         current: Traffic | None = None
+        signum: int | None = None
+        started = 0.0
+        try:  # a signal from here on ends in a Result, never an exception
+            started = self.clock.now()
+            self.reporter.state(S.LOCKING, self.env)
+            holder_before = self.lock.holder() if break_lock else None
+            with self.cancel.shielded(raise_held=False):  # a lock taken is a lock released
+                self.lock.acquire(self.actor, operation, force=break_lock)
+        except LockHeld as held:
+            self._enter(S.LOCKED, str(held))
+            return self._result(
+                operation, record, f"another operation holds the lock: {held}", None, None, 0.0
+            )
+        except BadInput as bad:
+            self._enter(S.REFUSED, str(bad))
+            return self._result(operation, record, str(bad), None, None, 0.0)
+        except Cancelled as cancelled:
+            self._enter(S.CANCELLED, str(cancelled))
+            return self._result(operation, record, str(cancelled), None, None, 0.0, cancelled.signum)
+        if holder_before:
+            record.details["lock_broken"] = holder_before
         try:
+            self.cancel.check()
             self._enter(S.READING)
             try:
                 before = current = self.router.read()
+                self._release = self.states.load()
             except BadInput:
                 raise
             except Exception as exc:
-                raise StepFailed(f"could not read traffic: {exc}") from exc
+                raise StepFailed(f"could not read traffic and release state: {exc}") from exc
+            if not self._release.version:
+                self._adopt(before)
             record.from_traffic = before.as_dict()
-            self.history.write(record)
+            self._close_abandoned(record)
+            self._write_history(record)
             self.reporter.note(f"traffic now: {before}")
             current = run(record, before)
-            self._enter(S.SUCCEEDED)
-            reason = ""
-        except Refused as refused:
+            if self._state != S.SUCCEEDED:
+                self._enter(S.SUCCEEDED)
+            reason = str(record.details.get("nothing_to_do", ""))
+        except (Refused, BadInput) as refused:
             self._enter(S.REFUSED, str(refused))
             reason = str(refused)
-        except BadInput as bad:
-            self._enter(S.REFUSED, str(bad))
-            reason = str(bad)
+        except Cancelled as cancelled:
+            signum = cancelled.signum
+            reason = str(cancelled)
+            current, reason = self._restore(before, reason, cancelling=True)
         except (StepFailed, LockLost, ConcurrentChange) as failure:
             reason = str(failure) or type(failure).__name__
-            current = self._restore(before, reason)
+            current, reason = self._restore(before, reason)
         except Exception as crash:  # an adapter raised something unforeseen: still restore
             reason = f"{type(crash).__name__}: {crash}"
-            current = self._restore(before, reason)
-        finally:
-            self.lock.release()
-        seconds = self.clock.now() - started
-        record.outcome = self._state.value
-        record.reason = reason
-        record.to_traffic = current.as_dict() if current else None
-        record.finished_at = self._wall()
-        record.seconds = round(seconds, 3)
-        record.details["steps"] = self._steps
-        if before is not None or self._state != S.REFUSED:
-            self.history.write(record)
-        return Result(operation, self._state, reason, before, current, seconds, record.id, self._steps)
+            current, reason = self._restore(before, reason)
+        with self.cancel.shielded(raise_held=False):  # the outcome is decided: record it
+            if self.cancel.received is not None and signum is None and self._state == S.SUCCEEDED:
+                self._warnings.append("a cancel arrived after the operation had finished: its result stands")
+            if self._state in (S.FAILED, S.CANCELLED) and operation == "release":
+                self._save_state(end_release, critical=False)
+            with contextlib.suppress(Exception):
+                self.lock.release()
+            seconds = self.clock.now() - started
+            record.outcome = self._state.value
+            record.reason = reason
+            record.to_traffic = current.as_dict() if current else None
+            record.finished_at = self._wall()
+            record.seconds = round(seconds, 3)
+            record.details["steps"] = self._steps
+            if self._warnings:
+                record.details["warnings"] = self._warnings
+            if before is not None or self._state != S.REFUSED:
+                self._write_history(record, final=True)
+        return self._result(operation, record, reason, before, current, seconds, signum)
+
+    def _result(
+        self,
+        operation: str,
+        record: Record,
+        reason: str,
+        before: Traffic | None,
+        after: Traffic | None,
+        seconds: float,
+        signum: int | None = None,
+    ) -> Result:
+        return Result(
+            operation,
+            self._state,
+            reason,
+            before,
+            after,
+            seconds,
+            record.id,
+            self._steps,
+            signal=signum,
+            warnings=list(self._warnings),
+            target=self._target,
+        )
 
     def _enter(self, state: State, detail: str = "") -> None:
         if state not in STATE_CHART[self._state]:
             raise AssertionError(f"transition {self._state} -> {state} is not in the state chart")
+        self.transitions.append((self._state, state))
         self._state = state
         self.reporter.state(state, detail)
 
+    # ------------------------------------------------------------------ release state
+
+    def _save_state(self, change: Callable[[ReleaseState], ReleaseState], *, critical: bool = True) -> None:
+        """Apply `change` to the stored state with compare-and-swap (re-read on a conflict).
+
+        `critical`: a failure fails the operation; otherwise it becomes a warning (the
+        operation's outcome is already decided)."""
+        try:
+            with self.cancel.shielded():
+                for attempt in range(3):
+                    try:
+                        self._release = self.states.save(change(self._release))
+                        return
+                    except StateConflict:
+                        if attempt == 2:
+                            raise
+                        self._release = self.states.load()
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if critical:
+                raise StepFailed(f"could not write the release state: {exc}") from exc
+            self._warnings.append(f"could not write the release state: {exc}")
+            self.reporter.note(f"warning: could not write the release state: {exc}")
+
+    def _adopt(self, traffic: Traffic) -> None:
+        images: dict[Color, str | None] = {color: None for color in COLORS}
+        if self.deployer is not None:
+            for color in COLORS:
+                with contextlib.suppress(Exception):
+                    images[color] = self.deployer.current_image(color)
+        self.reporter.note("first operation on this environment: recording its release state")
+        self._save_state(lambda st: adopt(st, traffic, images, self._wall()))
+
+    def _close_abandoned(self, record: Record) -> None:
+        """A release whose process died left its history record "running": close it."""
+        inflight = self._release.release
+        if inflight is None:
+            return
+        for old in self.history.recent(50):
+            if old.id == inflight.record_id and old.outcome == "running":
+                old.outcome = "abandoned"
+                old.reason = (
+                    f"its process stopped before it finished; found by {record.operation} {record.id}"
+                )
+                self._write_history(old)
+
+    def _write_history(self, record: Record, *, final: bool = False) -> None:
+        """History is the audit trail: a write that fails is a warning, never a lost outcome."""
+        try:
+            with self.cancel.shielded(raise_held=not final):
+                self.history.write(record)
+        except BadInput as bad:
+            if not final:
+                raise  # a missing table: refused, before anything changed
+            self._warnings.append(f"could not write history record {record.id}: {bad}")
+        except Exception as exc:
+            self._warnings.append(f"could not write history record {record.id}: {exc}")
+            self.reporter.note(f"warning: could not write history record {record.id}: {exc}")
+
     # ------------------------------------------------------------------ steps
 
-    def _release_target(self, before: Traffic, resume: bool) -> Color:
-        if before.active is not None:
-            return other(before.active)
-        if not resume:
+    def _release_target(
+        self, before: Traffic, image: str | None, resume: bool, record: Record
+    ) -> tuple[Color, str]:
+        inflight = self._release.release
+        if resume:
+            if inflight is None:
+                raise Refused(
+                    "there is no interrupted release to resume: start one with `cutover release --image TAG`"
+                )
+            if image and image != inflight.image:
+                raise Refused(
+                    f"--resume finishes the interrupted release of {inflight.image} to {inflight.to_color}; "
+                    f"drop --image, or pass --image {inflight.image}"
+                )
+            record.details["resumes"] = inflight.record_id
+            self.reporter.note(
+                f"resuming release {inflight.record_id}: {inflight.image} to {inflight.to_color}"
+            )
+            return inflight.to_color, inflight.image
+        assert image is not None
+        if before.active is None:
             raise Refused(
                 f"traffic is split ({before}): finish the release with `release --resume`, or `rollback`"
             )
-        unfinished = next(
-            (r for r in self.history.recent(50) if r.operation == "release" and r.to_color), None
-        )
-        if unfinished is None or unfinished.to_color not in ("blue", "green"):
+        target = other(before.active)
+        if inflight is not None and before.weight(inflight.to_color) > 0:
             raise Refused(
-                f"traffic is split ({before}) and no release in the history says which color it was going to"
+                f"release {inflight.record_id} of {inflight.image} to {inflight.to_color} did not finish: "
+                "finish it with `cutover release --resume`, or go back with `cutover rollback`"
             )
-        target: Color = "blue" if unfinished.to_color == "blue" else "green"
-        self.reporter.note(f"resuming release {unfinished.id} towards {target}")
-        return target
-
-    def _rollback_target(self, before: Traffic) -> Color:
-        if before.active is not None:
-            return other(before.active)
-        for record in self.history.recent(50):
-            previous = (
-                Traffic(record.from_traffic["blue"], record.from_traffic["green"])
-                if record.from_traffic
-                else None
-            )
-            if previous is not None and previous.active is not None:
-                return previous.active
-        raise Refused(
-            f"traffic is split ({before}) and the history does not say where it came from: use `shift`"
-        )
+        return target, image
 
     def _require_healthy(self, color: Color, role: str) -> None:
         passed, why = self.health.ready(color)
         if not passed:
             raise Refused(f"{role} {color} is not healthy: {why}")
 
+    def _deploy(self, color: Color, image: str) -> str | None:
+        if self.deployer is None:
+            raise StepFailed("no deployer was configured for this operation")
+
+        def progress(line: str) -> None:
+            self.lock.ensure_held()  # a deploy that prints is making progress: keep the lease
+            self.reporter.note(line)
+
+        try:
+            return self.deployer.deploy(color, image, progress)
+        except (Cancelled, LockLost):
+            raise
+        except Exception as exc:
+            raise StepFailed(f"deploying {image} to {color} failed: {exc}") from exc
+
     def _wait_ready(self, color: Color) -> None:
         deadline = self.clock.now() + self.gates.ready_timeout
         in_a_row, last = 0, "no probe yet"
         while in_a_row < self.gates.ready_successes:
+            self.lock.ensure_held()
             if self.clock.now() > deadline:
                 raise StepFailed(
                     f"{color} did not become ready within {self.gates.ready_timeout:g}s ({last})"
@@ -409,26 +640,31 @@ class ReleaseMachine:
             if in_a_row < self.gates.ready_successes:
                 self.clock.sleep(self.gates.ready_interval)
 
-    def _shift(self, current: Traffic, color: Color, weight: int) -> Traffic:
-        """One atomic change to `color` at `weight`, gated on health when it adds traffic."""
+    def _shift(self, current: Traffic, color: Color, weight: int, *, gated: bool = True) -> Traffic:
+        """One atomic change to `color` at `weight`; every color that gains traffic must
+        pass its health gate first, unless `gated` is False (rollback --force)."""
         self.lock.ensure_held()
         target = Traffic.with_weight(color, weight)
-        if weight > current.weight(color):
-            passed, why = self.health.ready(color)
-            if not passed:
-                raise StepFailed(f"{color} failed its gate before taking {weight}%: {why}")
+        if gated:
+            for up in _rising(current, target):
+                passed, why = self.health.ready(up)
+                if not passed:
+                    raise StepFailed(f"{up} failed its gate before taking {target.weight(up)}%: {why}")
         self._enter(S.SHIFTING, f"{current} -> {target}")
         changed_at = self.clock.now()
-        self._pending = target
-        try:
-            applied = self.router.set(target, expected=current)
-        except ConcurrentChange:
-            raise
-        except Exception as exc:
-            raise StepFailed(f"changing traffic to {target} failed: {exc}") from exc
-        self._pending, self._last_written = None, applied
+        with self.cancel.shielded():  # a change is sent whole, whatever signal arrives
+            self._pending, self._pending_base = target, current
+            try:
+                applied = self.router.set(target, expected=current)
+            except ConcurrentChange:
+                raise
+            except Exception as exc:
+                raise StepFailed(f"changing traffic to {target} failed: {exc}") from exc
+            self._pending, self._last_written = None, applied
         try:
             synced = self.router.wait_in_sync(self.gates.sync_timeout)
+        except Cancelled:
+            raise
         except Exception as exc:
             raise StepFailed(f"{target} did not get in sync: {exc}") from exc
         self._steps.append(
@@ -449,46 +685,73 @@ class ReleaseMachine:
                 return
             self.clock.sleep(min(self.gates.health_interval, left))
 
-    def _restore(self, before: Traffic | None, reason: str) -> Traffic | None:
-        """Put the weights back exactly as they were, in one change; never overwrite others."""
-        self.reporter.note(f"failed: {reason}")
-        if before is None or (self._last_written is None and self._pending is None):
-            self._enter(S.FAILED, reason)  # no weight was touched
-            return before
-        self._enter(S.RESTORING, str(before))
-        for attempt in range(3):
-            try:
-                live = self.router.read()
-                if live.same_weights(before):
-                    break
-                if not self._is_ours(live, before):
-                    raise ConcurrentChange(
-                        f"traffic was changed by someone else ({live}); not overwriting it"
-                    )
-                self.router.set(Traffic(before.blue, before.green), expected=live)
-                self.router.wait_in_sync(self.gates.sync_timeout)
-                self.reporter.note(f"restored {before}")
-                break
-            except ConcurrentChange as exc:
-                self._enter(S.FAILED, f"{reason}; {exc}")
-                return self._safe_read()
-            except Exception as exc:
-                if attempt == 2:
-                    self._enter(S.FAILED, f"{reason}; restoring failed too ({exc}): run `cutover rollback`")
-                    return self._safe_read()
-                self.clock.sleep(1.0 * (attempt + 1))
-        self._enter(S.FAILED, reason)
-        return self._safe_read()
+    # ------------------------------------------------------------------ restore
 
-    def _is_ours(self, live: Traffic, before: Traffic) -> bool:
-        """Is the live state one this operation produced (or may have, if a call failed late)?"""
-        known = self._last_written or before
-        if live.generation == known.generation:
+    def _restore(
+        self, before: Traffic | None, reason: str, *, cancelling: bool = False
+    ) -> tuple[Traffic | None, str]:
+        """Put the weights back exactly as they were, in one change; never overwrite others.
+
+        The outcome follows from where traffic ends: back where it started (FAILED or
+        CANCELLED), or anywhere else (UNRESTORED, exit 4)."""
+        ended = S.CANCELLED if cancelling else S.FAILED
+        self.reporter.note(f"{'cancelled' if cancelling else 'failed'}: {reason}")
+        if before is None or (self._last_written is None and self._pending is None):
+            self._enter(ended, reason)  # no weight was touched
+            return before, reason
+        self._enter(S.RESTORING, f"back to {before}")
+        budget = self.gates.cancel_seconds if cancelling else self.gates.restore_seconds
+        give_up = self.clock.now() + budget
+        last_error = ""
+        with retry.deadline(budget), self.cancel.shielded(raise_held=False):
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    live = self.router.read()
+                    if live.same_weights(before):
+                        self._enter(ended, reason)
+                        return live, reason
+                    if not self._is_ours(live):
+                        why = f"{reason}; traffic was changed by someone else to {live}: not overwriting it"
+                        self._enter(S.UNRESTORED, why)
+                        return live, why
+                    restored = self.router.set(Traffic(before.blue, before.green), expected=live)
+                    self._last_written = restored
+                    try:
+                        self.router.wait_in_sync(
+                            max(0.5, min(self.gates.sync_timeout, give_up - self.clock.now()))
+                        )
+                    except Exception as exc:  # the change is accepted: it propagates on its own
+                        self.reporter.note(f"restored; not yet in sync everywhere ({exc})")
+                    self.reporter.note(f"restored {before}")
+                    self._enter(ended, reason)
+                    return restored, reason
+                except ConcurrentChange as exc:
+                    last_error = str(exc)  # moved under us: read again and decide again
+                except Exception as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+                left = give_up - self.clock.now()
+                if left <= 0:
+                    break
+                self.reporter.note(f"restore attempt {attempt} failed ({last_error}); retrying")
+                self.clock.sleep(min(1.0 * attempt, left))
+        why = f"{reason}; restoring failed too ({last_error})"
+        self._enter(S.UNRESTORED, why)
+        return self._safe_read(), why
+
+    def _is_ours(self, live: Traffic) -> bool:
+        """Is the live state one this operation wrote (or may have, if a call failed late)?
+
+        Generation AND weights must match: a console edit changes the weights and leaves
+        the generation record alone, and that is someone else's change."""
+        if self._last_written is not None and live == self._last_written:
             return True
         return (
             self._pending is not None
+            and self._pending_base is not None
             and live.same_weights(self._pending)
-            and live.generation == known.generation + 1
+            and live.generation == self._pending_base.generation + 1
         )
 
     def _safe_read(self) -> Traffic | None:
@@ -496,3 +759,27 @@ class ReleaseMachine:
             return self.router.read()
         except Exception:
             return None
+
+
+def _rising(current: Traffic, target: Traffic) -> list[Color]:
+    """The colors whose share of traffic goes up from `current` to `target`."""
+    return [color for color in COLORS if target.share(color) > current.share(color)]
+
+
+def _resumed(state: ReleaseState, record_id: str) -> ReleaseState:
+    assert state.release is not None
+    return dataclasses.replace(state, release=dataclasses.replace(state.release, record_id=record_id))
+
+
+def _no_known_good(state: ReleaseState) -> str:
+    good = state.last_good
+    if good is None:
+        return (
+            "there is no known good build to roll back to (no build has passed its gates and been "
+            "live): move traffic by hand with `cutover shift --to COLOR --weight 100`"
+        )
+    now = state.build(good.color)
+    return (
+        f"the last known good, {good}, no longer runs on {good.color} (it runs {now.image or 'nothing recorded'}, "
+        f"{'verified' if now.verified else 'not verified'}): move traffic by hand with `cutover shift`"
+    )

@@ -26,12 +26,20 @@ def other(color: Color) -> Color:
     return "green" if color == "blue" else "blue"
 
 
+MAX_WEIGHT = 255  # Route53's limit for one weighted record
+
+
 @dataclass(frozen=True)
 class Traffic:
-    """Weights of both colors (0-100 each, summing to 100) and the generation they carry.
+    """Weights of both colors and the generation they carry.
 
-    The generation increases by one with every change; a writer states the generation it
-    read, so a change based on a stale read fails instead of overwriting someone else's.
+    cutover always writes weights that sum to 100 (percentages). What it reads may be
+    anything a router allows (Route53: 0-255 each, relative), e.g. after a hand edit in the
+    console: such weights are kept as they are, so a status shows the real split and a
+    compare-and-swap names the live records exactly. `written_by_cutover` tells them apart.
+
+    The generation increases by one with every change cutover makes; a writer states the
+    generation it read, so a change based on a stale read fails instead of overwriting.
     """
 
     blue: int
@@ -39,8 +47,10 @@ class Traffic:
     generation: int = 0
 
     def __post_init__(self) -> None:
-        if not (0 <= self.blue <= 100 and 0 <= self.green <= 100 and self.blue + self.green == 100):
-            raise BadInput(f"weights must be 0-100 and sum to 100 (got blue {self.blue}, green {self.green})")
+        if not (0 <= self.blue <= MAX_WEIGHT and 0 <= self.green <= MAX_WEIGHT):
+            raise BadInput(f"weights must be 0-{MAX_WEIGHT} (got blue {self.blue}, green {self.green})")
+        if self.blue + self.green == 0:
+            raise BadInput("weights must not both be 0")
 
     @classmethod
     def all_on(cls, color: Color, generation: int = 0) -> Traffic:
@@ -48,7 +58,7 @@ class Traffic:
 
     @classmethod
     def with_weight(cls, color: Color, weight: int, generation: int = 0) -> Traffic:
-        """`color` gets `weight`, the other color the rest."""
+        """`color` gets `weight` percent, the other color the rest."""
         if not 0 <= weight <= 100:
             raise BadInput(f"weight must be between 0 and 100 (got {weight})")
         if color == "blue":
@@ -58,12 +68,21 @@ class Traffic:
     def weight(self, color: Color) -> int:
         return self.blue if color == "blue" else self.green
 
+    def share(self, color: Color) -> float:
+        """The percentage of requests `color` gets (weights are relative)."""
+        return 100.0 * self.weight(color) / (self.blue + self.green)
+
+    @property
+    def written_by_cutover(self) -> bool:
+        """Weights as cutover writes them: percentages summing to 100."""
+        return self.blue + self.green == 100
+
     @property
     def active(self) -> Color | None:
         """The color with all the traffic, or None while traffic is split."""
-        if self.blue == 100:
+        if self.green == 0:
             return "blue"
-        if self.green == 100:
+        if self.blue == 0:
             return "green"
         return None
 
@@ -74,7 +93,12 @@ class Traffic:
         return {"blue": self.blue, "green": self.green, "generation": self.generation}
 
     def __str__(self) -> str:
-        return f"blue {self.blue} / green {self.green}"
+        if self.written_by_cutover:
+            return f"blue {self.blue} / green {self.green}"
+        return (
+            f"blue {self.blue} / green {self.green} (weights not written by cutover: "
+            f"{self.share('blue'):.1f}% / {self.share('green'):.1f}%)"
+        )
 
 
 _CANARY = re.compile(r"^canary:(\d{1,3}(?:,\d{1,3})*)$")

@@ -46,7 +46,10 @@ class TrafficRouter(Protocol):
 class Deployer(Protocol):
     """Puts an image on a color and reports what each color runs."""
 
-    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> None: ...
+    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> str | None:
+        """Run `image` on `color` and wait until it is rolled out; returns the image digest
+        when the deployer knows it (None otherwise)."""
+        ...
 
     def current_image(self, color: Color) -> str | None: ...
 
@@ -80,7 +83,7 @@ class Record:
     image: str | None = None
     to_color: str | None = None
     to_traffic: dict[str, int] | None = None
-    outcome: str = "running"  # running | succeeded | failed | refused
+    outcome: str = "running"  # running | a machine end state | abandoned (its process died)
     reason: str = ""
     finished_at: float | None = None
     seconds: float | None = None

@@ -5,15 +5,25 @@ match the live record exactly (moto does not)."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
+from cutover.adapters.local_deployer import LocalDeployer
+from cutover.local import strict_route53
+from cutover.local.database import migrate_database
+from cutover.local.ports import free_port
+from cutover.local.postgres import EmbeddedPostgres
 from tests.pipelines import moto_quirks
+from tests.pipelines.cli_env import Env, _keys
 
 RECORD = "ledger.example.com."
 GENERATION = "_cutover.ledger.example.com."
@@ -144,3 +154,82 @@ def dynamodb(aws: None) -> Any:
     client = boto3.client("dynamodb")
     create_release_tables(client)
     return client
+
+
+class MotoServer:
+    """A moto server on 127.0.0.1 whose Route53 rejects a DELETE unless it matches the live
+    record exactly, as real Route53 does (plain moto accepts it). `stop` and `start` take it
+    away and bring it back (its data stays: moto keeps it in this process)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+        inner = getattr(self._server, "_server", None)
+        if inner is not None:
+            inner.server_close()  # refuse connections, as an unreachable endpoint does
+
+
+@pytest.fixture
+def moto_server() -> Iterator[MotoServer]:
+    with strict_route53.strict():
+        server = MotoServer()
+        server.start()
+        httpx.post(f"{server.endpoint}/moto-api/reset")  # moto's backends are per process, not per server
+        try:
+            yield server
+        finally:
+            httpx.post(f"{server.endpoint}/moto-api/reset")
+            server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, postgres: EmbeddedPostgres, moto_server: MotoServer) -> Iterator[Env]:
+    """An environment file for `cutover`: Route53 and DynamoDB on the strict moto server,
+    blue running ledger v1 as a real process, green empty."""
+    database = postgres.create_database(f"cli_{tmp_path.name[-8:].lower()}")
+    migrate_database(database)
+    endpoint = moto_server.endpoint
+    route53 = boto3.client("route53", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
+    zone = create_zone(route53)
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
+    create_release_tables(dynamodb)
+    ports = {"blue": [free_port()], "green": [free_port()]}
+    app_env = {
+        "DATABASE_URL": database,
+        "DRAIN_SECONDS": "0.3",
+        "SHUTDOWN_TIMEOUT_SECONDS": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    state_dir = tmp_path / "colors"
+    spec = {
+        "name": "cli-test",
+        "router": {"type": "route53", "hosted_zone_id": zone, "record_name": "ledger.example.com"},
+        "deployer": {"type": "local", "state_dir": str(state_dir), "ports": ports, "env": app_env},
+        "lock": {"type": "dynamodb", "table": "locks", "lease_seconds": 3},
+        "history": {"type": "dynamodb", "table": "history"},
+        "aws": {"region": "eu-west-1", "endpoint_url": endpoint},
+        "colors": {c: {"endpoint": f"http://127.0.0.1:{ports[c][0]}"} for c in ("blue", "green")},
+        "gates": {
+            "ready_successes": 2,
+            "ready_interval": 0.1,
+            "ready_timeout": 20,
+            "bake_seconds": 0.3,
+            "health_interval": 0.1,
+        },
+    }
+    file = tmp_path / "cli-test.json"
+    file.write_text(json.dumps(spec))
+    deployer = LocalDeployer(state_dir, ports, app_env)  # type: ignore[arg-type]
+    deployer.deploy("blue", "v1", lambda _line: None)
+    try:
+        yield Env(file, endpoint, zone, deployer)
+    finally:
+        deployer.stop("blue")
+        deployer.stop("green")

@@ -6,12 +6,14 @@ time); the machine under test is the real one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from cutover.model import Color, Traffic
 from cutover.ports import ConcurrentChange, LockHeld, LockLost, Record
+from cutover.release_state import ReleaseState, StateConflict
 
 
 class FakeClock:
@@ -35,7 +37,8 @@ class FakeRouter:
     fail_set_at: int | None = None  # the n-th set (1-based) raises
     fail_after_apply: bool = False  # ... after applying the change (a late failure)
     sets: list[tuple[Traffic, Traffic]] = field(default_factory=list)
-    on_set: Callable[[Traffic], None] = lambda _t: None
+    on_set: Callable[[Traffic], None] = lambda _t: None  # before a change applies
+    after_set: Callable[[], None] = lambda: None  # after it applied (e.g. a hand edit)
 
     def read(self) -> Traffic:
         return self.traffic
@@ -49,9 +52,11 @@ class FakeRouter:
             raise Boom("route53 unavailable")
         self.on_set(target)
         self.traffic = Traffic(target.blue, target.green, self.traffic.generation + 1)
+        applied = self.traffic
+        self.after_set()
         if self.fail_set_at == number:
             raise Boom("connection reset after the change was applied")
-        return self.traffic
+        return applied
 
     def wait_in_sync(self, timeout: float) -> float:
         return 0.5
@@ -128,3 +133,21 @@ class MemoryHistory:
 
     def recent(self, limit: int = 20) -> list[Record]:
         return sorted(self.records.values(), key=lambda r: r.started_at, reverse=True)[:limit]
+
+
+class MemoryStateStore:
+    """The release state with the same compare-and-swap as the real stores."""
+
+    def __init__(self, state: ReleaseState | None = None) -> None:
+        self.state = state or ReleaseState()
+        self.writes = 0
+
+    def load(self) -> ReleaseState:
+        return self.state
+
+    def save(self, state: ReleaseState) -> ReleaseState:
+        if state.version != self.state.version:
+            raise StateConflict(f"at version {self.state.version}, not {state.version}")
+        self.state = dataclasses.replace(state, version=state.version + 1)
+        self.writes += 1
+        return self.state

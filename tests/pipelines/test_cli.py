@@ -1,5 +1,5 @@
-"""`cutover` end to end as a subprocess: Route53 and DynamoDB served by a moto server,
-real ledger processes as the colors (the local deployer), real HTTP health gates."""
+"""`cutover` end to end as a subprocess: Route53 and DynamoDB served by a strict moto
+server, real ledger processes as the colors (the local deployer), real HTTP health gates."""
 
 from __future__ import annotations
 
@@ -9,126 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import boto3
-import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
-from cutover.adapters.local_deployer import LocalDeployer
-from cutover.local.database import migrate_database
-from cutover.local.ports import free_port
-from cutover.local.postgres import EmbeddedPostgres
-from tests.pipelines.conftest import create_release_tables, create_zone, snapshot
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-}
-
-
-@dataclass
-class Env:
-    file: Path
-    endpoint: str
-    zone: str
-    deployer: LocalDeployer
-
-    def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-west-1", **_keys())
-
-    def records(self) -> list[dict[str, Any]]:
-        return snapshot(self.client("route53"), self.zone)
-
-    def weights(self) -> dict[str, int]:
-        return {r["SetIdentifier"]: r["Weight"] for r in self.records() if r.get("SetIdentifier")}
-
-    def history_items(self) -> int:
-        return int(self.client("dynamodb").scan(TableName="history")["Count"])
-
-
-def _keys() -> dict[str, str]:
-    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def cutover(env: Env, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cutover", *args, "--env", str(env.file)],
-        env={**os.environ, **AWS_ENV},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_cutover(env: Env, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cutover", *args, "--env", str(env.file)],
-        env={**os.environ, **AWS_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path, postgres: EmbeddedPostgres, _route53_like_aws: None) -> Iterator[Env]:
-    database = postgres.create_database(f"cli_{tmp_path.name[-8:].lower()}")
-    migrate_database(database)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    httpx.post(f"{endpoint}/moto-api/reset")  # moto's backends are per process, not per server
-    route53 = boto3.client("route53", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
-    zone = create_zone(route53)
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
-    create_release_tables(dynamodb)
-    ports = {"blue": [free_port()], "green": [free_port()]}
-    app_env = {
-        "DATABASE_URL": database,
-        "DRAIN_SECONDS": "0.3",
-        "SHUTDOWN_TIMEOUT_SECONDS": "2",
-        "LOG_LEVEL": "WARNING",
-    }
-    state_dir = tmp_path / "colors"
-    spec = {
-        "name": "cli-test",
-        "router": {"type": "route53", "hosted_zone_id": zone, "record_name": "ledger.example.com"},
-        "deployer": {"type": "local", "state_dir": str(state_dir), "ports": ports, "env": app_env},
-        "lock": {"type": "dynamodb", "table": "locks", "lease_seconds": 3},
-        "history": {"type": "dynamodb", "table": "history"},
-        "aws": {"region": "eu-west-1", "endpoint_url": endpoint},
-        "colors": {c: {"endpoint": f"http://127.0.0.1:{ports[c][0]}"} for c in ("blue", "green")},
-        "gates": {
-            "ready_successes": 2,
-            "ready_interval": 0.1,
-            "ready_timeout": 20,
-            "bake_seconds": 0.3,
-            "health_interval": 0.1,
-        },
-    }
-    file = tmp_path / "cli-test.json"
-    file.write_text(json.dumps(spec))
-    deployer = LocalDeployer(state_dir, ports, app_env)  # type: ignore[arg-type]
-    deployer.deploy("blue", "v1", lambda _line: None)
-    try:
-        yield Env(file, endpoint, zone, deployer)
-    finally:
-        deployer.stop("blue")
-        deployer.stop("green")
-        httpx.post(f"{endpoint}/moto-api/reset")
-        server.stop()
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.stdout, result.stderr
-    return json.loads(result.stdout)
+from tests.pipelines.cli_env import AWS_ENV, Env, as_json, cutover, start_cutover
 
 
 def test_release_status_rollback_history(env: Env) -> None:

@@ -8,7 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from cutover.adapters.locks import missing_table
 from cutover.ports import Record
+from cutover.retry import RetryPolicy
 
 
 def _to_json(record: Record) -> str:
@@ -46,12 +50,21 @@ class FileHistory:
 class DynamoDBHistory:
     """Items keyed by `env` (partition) and `sort_key` = start time + id, newest read first."""
 
-    def __init__(self, client: Any, table: str, env: str) -> None:
+    def __init__(self, client: Any, table: str, env: str, retry: RetryPolicy | None = None) -> None:
         self.client, self.table, self.env = client, table, env
+        self.retry = retry or RetryPolicy()
+
+    def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return self.retry.call(what, method, TableName=self.table, **kwargs)
+        except ClientError as exc:
+            missing_table(exc, self.table, "history.table")
+            raise
 
     def write(self, record: Record) -> None:
-        self.client.put_item(
-            TableName=self.table,
+        self._call(
+            "writing history",
+            self.client.put_item,
             Item={
                 "env": {"S": self.env},
                 "sort_key": {"S": f"{record.started_at:017.6f}#{record.id}"},
@@ -62,8 +75,9 @@ class DynamoDBHistory:
         )
 
     def recent(self, limit: int = 20) -> list[Record]:
-        answer = self.client.query(
-            TableName=self.table,
+        answer = self._call(
+            "reading history",
+            self.client.query,
             KeyConditionExpression="env = :env",
             ExpressionAttributeValues={":env": {"S": self.env}},
             ScanIndexForward=False,

@@ -3,6 +3,11 @@
 Both backends share the lease logic (LeaseLock) and differ only in where the lease lives:
 a DynamoDB item written with conditional puts, or a JSON file guarded by flock.
 An expired lease can be taken over; `force` (cutover's --break-lock) takes any lease.
+
+The lease is renewed only while the operation shows progress (`ensure_held` is its
+heartbeat, called at every step, poll and deploy line): an operation stuck for
+`stuck_after` seconds stops renewing, so its lease runs out and on-call is not locked out
+by a process that will never finish.
 """
 
 from __future__ import annotations
@@ -21,15 +26,24 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cutover.model import BadInput
 from cutover.ports import LockHeld, LockLost
+from cutover.retry import RetryPolicy
 
 
 class LeaseLock:
     """The lease protocol; subclasses store it (`_try_put`, `_renew`, `_delete`, `holder`)."""
 
-    def __init__(self, lease_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        lease_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        stuck_after: float | None = None,
+    ) -> None:
         self.lease_seconds = lease_seconds
+        self.stuck_after = stuck_after if stuck_after is not None else max(600.0, 10 * lease_seconds)
         self._clock = clock
+        self._beat = 0.0
         self._token: str | None = None
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -48,7 +62,7 @@ class LeaseLock:
         if not self._try_put(lease, now, force):
             holder = self.holder() or {"owner": "?", "operation": "?"}
             raise LockHeld(holder)
-        self._token, self._lost = token, None
+        self._token, self._lost, self._beat = token, None, time.monotonic()
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name="cutover-lock-renewer", daemon=True)
         self._renewer.start()
@@ -58,6 +72,7 @@ class LeaseLock:
             raise LockLost("the lock is not held")
         if self._lost is not None:
             raise LockLost(self._lost)
+        self._beat = time.monotonic()
 
     def release(self) -> None:
         self._stop.set()
@@ -75,6 +90,10 @@ class LeaseLock:
         while not self._stop.wait(self.lease_seconds / 3):
             token = self._token
             if token is None:
+                return
+            silent = time.monotonic() - self._beat
+            if silent > self.stuck_after:
+                self._lost = f"no progress for {silent:.0f}s: the lease was left to run out"
                 return
             try:
                 if not self._renew(token, self._clock() + self.lease_seconds):
@@ -98,12 +117,24 @@ class DynamoDBLock(LeaseLock):
     """Item `{lock_id: <env>, owner, operation, token, acquired_at, expires_at}`; the table's
     TTL attribute is `expires_at`, so an abandoned lease also disappears on its own."""
 
-    def __init__(self, client: Any, table: str, env: str, **kwargs: Any) -> None:
+    def __init__(
+        self, client: Any, table: str, env: str, *, retry: RetryPolicy | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.client, self.table, self.key = client, table, {"lock_id": {"S": env}}
+        self.retry = retry or RetryPolicy()
+
+    def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        try:
+            return self.retry.call(what, method, TableName=self.table, **kwargs)
+        except ClientError as exc:
+            missing_table(exc, self.table, "lock.table")
+            raise
 
     def holder(self) -> dict[str, Any] | None:
-        item = self.client.get_item(TableName=self.table, Key=self.key, ConsistentRead=True).get("Item")
+        item = self._call("reading the lock", self.client.get_item, Key=self.key, ConsistentRead=True).get(
+            "Item"
+        )
         if not item:
             return None
         lease = {k: (v["S"] if "S" in v else float(v["N"])) for k, v in item.items() if k != "lock_id"}
@@ -119,7 +150,7 @@ class DynamoDBLock(LeaseLock):
                 "ExpressionAttributeValues": {":now": _attr(now)},
             }
         try:
-            self.client.put_item(TableName=self.table, Item=item, **condition)
+            self._call("taking the lock", self.client.put_item, Item=item, **condition)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
@@ -128,8 +159,9 @@ class DynamoDBLock(LeaseLock):
 
     def _renew(self, token: str, expires_at: float) -> bool:
         try:
-            self.client.update_item(
-                TableName=self.table,
+            self._call(
+                "renewing the lock",
+                self.client.update_item,
                 Key=self.key,
                 UpdateExpression="SET expires_at = :e",
                 ConditionExpression="#t = :t",
@@ -143,13 +175,23 @@ class DynamoDBLock(LeaseLock):
         return True
 
     def _delete(self, token: str) -> None:
-        self.client.delete_item(
-            TableName=self.table,
+        self._call(
+            "releasing the lock",
+            self.client.delete_item,
             Key=self.key,
             ConditionExpression="#t = :t",
             ExpressionAttributeNames={"#t": "token"},
             ExpressionAttributeValues={":t": {"S": token}},
         )
+
+
+def missing_table(exc: ClientError, table: str, key: str) -> None:
+    """A table that does not exist is a wrong environment file: exit 2, naming the key."""
+    if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+        raise BadInput(
+            f"DynamoDB table {table!r} (`{key}` in the environment file) does not exist in this "
+            "account and region: fix the name, or run `pulumi up` for this environment"
+        ) from None
 
 
 def _attr(value: Any) -> dict[str, str]:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from cutover.model import COLORS, BadInput, Color, Traffic
 from cutover.ports import ConcurrentChange
+from cutover.retry import RetryPolicy
 
-_RETRYABLE = {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "RequestLimitExceeded"}
 _GENERATION_PREFIX = "cutover-generation="
 
 
@@ -35,8 +36,8 @@ class Route53Router:
         generation_record: str | None = None,
         set_identifiers: dict[Color, str] | None = None,
         record_type: str = "A",
-        max_attempts: int = 5,
-        sleep: Any = time.sleep,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.zone = hosted_zone_id
@@ -44,7 +45,7 @@ class Route53Router:
         self.generation_name = _fqdn(generation_record or f"_cutover.{record_name}")
         self.set_ids: dict[Color, str] = set_identifiers or {"blue": "blue", "green": "green"}
         self.record_type = record_type
-        self.max_attempts = max_attempts
+        self.retry = retry or RetryPolicy(sleep=sleep)
         self._sleep = sleep
         self._records: dict[Color, dict[str, Any]] = {}
         self._generation_record: dict[str, Any] | None = None
@@ -80,19 +81,32 @@ class Route53Router:
             )
         self._records, self._generation_record = found, generation_record
         weights = {color: int(found[color]["Weight"]) for color in COLORS}
-        total = weights["blue"] + weights["green"]
-        if total == 0:
+        if weights["blue"] + weights["green"] == 0:
             raise BadInput(
-                f"both weighted records of {self.name} have weight 0: fix them with `cutover shift`"
+                f"both weighted records of {self.name} have weight 0 (Route53 then answers with both): "
+                "someone set them by hand; `cutover rollback` puts all traffic on the last known good"
             )
-        blue = round(100 * weights["blue"] / total)  # Route53 weights are relative (0-255)
-        self._known = Traffic(blue, 100 - blue, _parse_generation(generation_record))
+        # Route53 weights are relative (0-255): kept as they are, never rounded, so a hand
+        # edit shows as what it is and the next change DELETEs exactly what is live.
+        self._known = Traffic(weights["blue"], weights["green"], _parse_generation(generation_record))
         return self._known
 
     def _list(self, name: str) -> list[dict[str, Any]]:
-        answer = self._call(
-            self.client.list_resource_record_sets, HostedZoneId=self.zone, StartRecordName=name, MaxItems="20"
-        )
+        try:
+            answer = self._call(
+                "reading the weighted records",
+                self.client.list_resource_record_sets,
+                HostedZoneId=self.zone,
+                StartRecordName=name,
+                MaxItems="20",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchHostedZone", "InvalidInput"):
+                raise BadInput(
+                    f"Route53 has no hosted zone {self.zone!r} (`router.hosted_zone_id` in the environment "
+                    f"file): {exc.response['Error'].get('Message', '')}; fix the id, or run `pulumi up`"
+                ) from None
+            raise
         return list(answer["ResourceRecordSets"])
 
     # -- writing -----------------------------------------------------------------
@@ -129,7 +143,10 @@ class Route53Router:
         batch = self.change_batch(target, expected)
         try:
             answer = self._call(
-                self.client.change_resource_record_sets, HostedZoneId=self.zone, ChangeBatch=batch
+                "changing the weighted records",
+                self.client.change_resource_record_sets,
+                HostedZoneId=self.zone,
+                ChangeBatch=batch,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "InvalidChangeBatch":
@@ -153,7 +170,9 @@ class Route53Router:
         started = time.monotonic()
         delay = 0.25
         while True:
-            status = self._call(self.client.get_change, Id=self._change_id)["ChangeInfo"]["Status"]
+            status = self._call("waiting for INSYNC", self.client.get_change, Id=self._change_id)[
+                "ChangeInfo"
+            ]["Status"]
             if status == "INSYNC":
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -161,16 +180,9 @@ class Route53Router:
             self._sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _call(self, method: Any, **kwargs: Any) -> Any:
-        """Call the API, retrying throttling with exponential backoff."""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return method(**kwargs)
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] not in _RETRYABLE or attempt == self.max_attempts:
-                    raise
-                self._sleep(min(0.2 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+        """Call the API through the one retry policy (bounded in time, reported)."""
+        return self.retry.call(f"Route53 {what}", method, **kwargs)
 
 
 def _find_txt(records: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from cutover.adapters.history import FileHistory
 from cutover.adapters.http_health import HttpHealth
 from cutover.adapters.local_deployer import LocalDeployer, pid_alive
 from cutover.adapters.locks import FileLock
+from cutover.adapters.state_store import FileStateStore
 from cutover.local.database import migrate_database
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
@@ -111,6 +112,7 @@ class LocalStack:
             FileHistory(self.workdir / "history.jsonl"),
             HttpHealth({c: self.layout.color_url(c) for c in COLORS}),
             gates,
+            states=FileStateStore(self.workdir / "release-state.json"),
             reporter=reporter,
             actor="rehearsal",
         )
