@@ -94,9 +94,9 @@ class RetryPolicy:
         """`method(**kwargs)`, retried; raises the last error once the budget is spent."""
         started = self._clock()
         give_up = started + self.budget
-        capped = _deadline.get()
+        capped = _deadline.get()  # on time.monotonic()'s scale, whatever clock this policy uses
         if capped is not None:
-            give_up = min(give_up, capped)
+            give_up = min(give_up, started + capped - time.monotonic())
         attempt = 0
         while True:
             attempt += 1

@@ -110,3 +110,41 @@ def test_history_keeps_the_latest_version_of_each_record_newest_first(history: A
     assert [r.id for r in recent] == ["r2", "r1", "r0"]
     assert [r.outcome for r in recent] == ["running", "succeeded", "running"]
     assert [r.id for r in history.recent(1)] == ["r2"]
+
+
+def test_a_stuck_operation_stops_renewing_its_lease(tmp_path: Path) -> None:
+    """No heartbeat (ensure_held) for `stuck_after` seconds: the renewer lets the lease run out."""
+    lock = FileLock(tmp_path / "prod.lock", lease_seconds=0.3, stuck_after=0.5)
+    lock.acquire("ci@run-1", "release")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (lock.holder() or {}).get("expired"):
+            time.sleep(0.05)
+        assert (lock.holder() or {}).get("expired") is True
+        with pytest.raises(LockLost, match="no progress"):
+            lock.ensure_held()
+        FileLock(tmp_path / "prod.lock").acquire("oncall@laptop", "rollback")  # on-call gets in
+    finally:
+        lock.release()
+
+
+def test_an_operation_that_makes_progress_keeps_its_lease(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "prod.lock", lease_seconds=0.3, stuck_after=0.5)
+    lock.acquire("ci@run-1", "release")
+    try:
+        for _ in range(15):  # 1.5 s of steps, each a heartbeat
+            lock.ensure_held()
+            time.sleep(0.1)
+        assert (lock.holder() or {}).get("expired") is False
+    finally:
+        lock.release()
+
+
+def test_a_missing_table_is_refused_naming_the_key(dynamodb: Any) -> None:
+    from cutover.model import BadInput
+
+    lock = DynamoDBLock(dynamodb, "no-such-table", "prod")
+    with pytest.raises(BadInput, match=r"`lock\.table`"):
+        lock.acquire("ci@run-1", "release")
+    with pytest.raises(BadInput, match=r"`history\.table`"):
+        DynamoDBHistory(dynamodb, "no-such-table", "prod").recent()
