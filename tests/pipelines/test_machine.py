@@ -333,11 +333,15 @@ def test_whatever_fails_traffic_ends_promoted_or_exactly_as_before(fault: Fault)
 
 
 class SignalAt:
-    """Proxies an adapter; the n-th call made to any proxied adapter first delivers a signal,
-    as if SIGINT/SIGTERM arrived at that very point of the operation."""
+    """Proxies an adapter; the n-th call made to any proxied adapter delivers a signal
+    before it runs or after it took effect (its answer still on the way), as if SIGINT or
+    SIGTERM arrived at that very point of the operation."""
 
-    def __init__(self, inner: object, scope: CancelScope, calls: list[int], at: int, signum: int) -> None:
+    def __init__(
+        self, inner: object, scope: CancelScope, calls: list[int], at: int, signum: int, after: bool
+    ) -> None:
         self._inner, self._scope, self._calls, self._at, self._signum = inner, scope, calls, at, signum
+        self._after = after
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
@@ -346,9 +350,13 @@ class SignalAt:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self._calls[0] += 1
-            if self._calls[0] == self._at:
+            now = self._calls[0] == self._at
+            if now and not self._after:
                 self._scope.deliver(self._signum)
-            return attribute(*args, **kwargs)
+            answer = attribute(*args, **kwargs)
+            if now and self._after:
+                self._scope.deliver(self._signum)
+            return answer
 
         return call
 
@@ -359,9 +367,10 @@ class SignalAt:
     signum=st.sampled_from([signal.SIGINT, signal.SIGTERM]),
     steps=st.sampled_from([(100,), (10, 50, 100), (1, 100)]),
     operation=st.sampled_from(["release", "rollback", "shift"]),
+    after=st.booleans(),
 )
 def test_a_cancel_at_any_step_restores_and_exits_128_plus_the_signal(
-    at: int, signum: int, steps: tuple[int, ...], operation: str
+    at: int, signum: int, steps: tuple[int, ...], operation: str, after: bool
 ) -> None:
     if operation == "release":
         router, states = FakeRouter(Traffic.all_on("blue", generation=5)), MemoryStateStore()
@@ -371,7 +380,7 @@ def test_a_cancel_at_any_step_restores_and_exits_128_plus_the_signal(
     scope, calls = CancelScope(), [0]
 
     def wrap(inner: object) -> Any:
-        return SignalAt(inner, scope, calls, at, signum)
+        return SignalAt(inner, scope, calls, at, signum, after)
 
     lock, history = FakeLock(), MemoryHistory()
     m = ReleaseMachine(
