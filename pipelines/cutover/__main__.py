@@ -1,3 +1,3 @@
-from cutover.cli import run
+from cutover.entry import run
 
 run()

@@ -107,7 +107,11 @@ def build_state_store(env: EnvConfig, note: Note | None = None) -> ReleaseStateS
     spec = env.state or env.lock
     if spec["type"] == "dynamodb":
         return DynamoDBStateStore(
-            aws_client(env, "dynamodb"), spec["table"], env.name, retry_policy(env, note)
+            aws_client(env, "dynamodb"),
+            spec["table"],
+            env.name,
+            retry_policy(env, note),
+            setting="state.table" if env.state else "lock.table",
         )
     if env.state:
         return FileStateStore(_relative(env, spec["path"]))

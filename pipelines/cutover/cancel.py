@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -41,13 +41,15 @@ class CancelScope:
     def __init__(self) -> None:
         self._shield = 0
         self._held: int | None = None
+        self._settled = False
         self.received: int | None = None  # the first signal, once one arrived
+        self.on_signal: Callable[[], None] = lambda: None  # e.g. shorten every wait
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         """Handle SIGINT and SIGTERM in this (main) thread until `uninstall`."""
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handler)
+            self._previous.setdefault(signum, signal.signal(signum, self._handler))
 
     def uninstall(self) -> None:
         for signum, handler in self._previous.items():
@@ -59,13 +61,24 @@ class CancelScope:
 
     def deliver(self, signum: int) -> None:
         """A signal arrived: raise now, or hold it until the shielded block ends."""
-        if self.received is not None:
-            return  # already cancelling: the restore under way finishes first
+        if self.received is not None or self._settled:
+            if self.received is None:
+                self.received = signum
+            return  # already cancelling (the restore finishes first), or the outcome is decided
         self.received = signum
+        self.on_signal()
         if self._shield:
             self._held = signum
             return
         raise Cancelled(signum)
+
+    def settle(self) -> None:
+        """The outcome is decided: from now on a signal changes nothing (nor kills the
+        process while it prints the outcome)."""
+        self._settled = True
+        self._held = None
+        for signum in self._previous:
+            signal.signal(signum, signal.SIG_IGN)
 
     @contextlib.contextmanager
     def shielded(self, *, raise_held: bool = True) -> Iterator[None]:

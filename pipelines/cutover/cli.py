@@ -51,6 +51,8 @@ EnvOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 
+MAX_BAKE_SECONDS = 86_400  # a day: longer is a mistake, and holds the lock as long
+
 # Set by a command once it knows them, for the lines main() prints on every exit path.
 _context: dict[str, str] = {"command": "", "env": ""}
 
@@ -116,6 +118,7 @@ def next_step(result: Result) -> str:
 
 
 def _finish(result: Result, as_json: bool) -> None:
+    _scope.settle()  # the outcome is decided: a signal now must not change the exit code
     if as_json:
         out.print_json(json.dumps({**result.as_dict(), "next": next_step(result)}))
     for warning in result.warnings:
@@ -130,12 +133,14 @@ def _finish(result: Result, as_json: bool) -> None:
     raise typer.Exit(result.exit_code)
 
 
+_scope = CancelScope()  # replaced by main() with the one the entry point installed
+
+
 def _operation(command: str, env: str) -> CancelScope:
-    """Note what runs (for main's messages) and make SIGINT/SIGTERM a clean cancel."""
+    """Note what runs (for main's messages); SIGINT/SIGTERM are already a clean cancel."""
     _context.update(command=command, env=env)
-    scope = CancelScope()
-    scope.install()
-    return scope
+    _scope.install()
+    return _scope
 
 
 @app.command()
@@ -160,8 +165,8 @@ def release(
         raise BadInput("Missing option '--image': name the image tag to release")
     if image is not None and not image.strip():
         raise BadInput("--image must not be empty")
-    if bake is not None and bake < 0:
-        raise BadInput(f"--bake must be 0 or more seconds (got {bake:g})")
+    if bake is not None and not 0 <= bake <= MAX_BAKE_SECONDS:  # also refuses nan and inf
+        raise BadInput(f"--bake must be from 0 to {MAX_BAKE_SECONDS} seconds (got {bake:g})")
     cancel = _operation("release", env)
     machine = _machine(env, with_deployer=True, cancel=cancel)
     _finish(machine.release(image.strip() if image else None, steps, bake=bake, resume=resume), as_json)
@@ -245,6 +250,7 @@ def status(env: EnvOption, as_json: JsonOption = False) -> None:
         "last_operation": _record_dict(last),
         "explanation": explain(traffic, state, lock, last),
     }
+    _scope.settle()
     if as_json:
         out.print_json(json.dumps(report))
     else:
@@ -334,6 +340,7 @@ def history(
 ) -> None:
     """The audit trail: every release, shift and rollback, newest first."""
     records = build_history(envconfig.load(env)).recent(limit)
+    _scope.settle()
     if as_json:
         out.print_json(json.dumps([_record_dict(r) for r in records]))
         return
@@ -388,9 +395,12 @@ def rehearse(
     raise typer.Exit(0 if report.get("passed") else 1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, scope: CancelScope | None = None) -> int:
     """Entry point: every exit path is one clear line on stderr (and, with --json, one JSON
     object on stdout); refusals exit 2, a cancel 130/143."""
+    global _scope
+    _scope = scope or CancelScope()
+    _scope.install()
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     _context.update(command=next((a for a in args if not a.startswith("-")), ""), env="")
@@ -398,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=args, standalone_mode=False)
     except BadInput as bad:
         return _fail(2, "refused", str(bad), as_json)
-    except Cancelled as cancelled:  # before the operation started: nothing was changed
+    except Cancelled as cancelled:  # before an operation started (after, it ends in a Result)
+        _scope.settle()
         return _fail(cancelled.exit_code, "cancelled", f"{cancelled}; nothing was changed", as_json)
     except (typer.Abort, KeyboardInterrupt):
         return _fail(130, "cancelled", "cancelled by SIGINT; nothing was changed", as_json)
@@ -413,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(code: int, outcome: str, message: str, as_json: bool) -> int:
     """An exit before any operation ran (nothing changed): one line, and JSON when asked."""
+    _scope.settle()
     if as_json:
         out.print_json(
             json.dumps(
@@ -431,6 +443,7 @@ def _fail(code: int, outcome: str, message: str, as_json: bool) -> int:
 
 
 def run() -> None:
+    """Kept for `python -m cutover.cli`; the `cutover` executable is cutover.entry:run."""
     sys.exit(main())
 
 

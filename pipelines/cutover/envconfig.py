@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,10 +149,77 @@ def _check_keys(
         )
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _check_contents(path: Path, sections: dict[str, dict[str, Any]], aws: dict[str, Any]) -> None:
+    """What `_check_keys` cannot see: the insides of maps and lists, URLs, names."""
+    router = sections["router"]
+    if "set_identifiers" in router:
+        ids = router["set_identifiers"]
+        for color in COLORS:
+            if not isinstance(ids.get(color), str) or not ids[color].strip():
+                raise BadInput(
+                    f"{path}: `router.set_identifiers.{color}` must be the record's set identifier"
+                )
+    deployer = sections["deployer"]
+    if deployer["type"] == "local":
+        for color in COLORS:
+            ports = deployer["ports"].get(color)
+            if (
+                not isinstance(ports, list)
+                or not ports
+                or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 65536 for n in ports)
+            ):
+                raise BadInput(
+                    f"{path}: `deployer.ports.{color}` must be a list of TCP ports (got {ports!r})"
+                )
+        for key, value in (deployer.get("env") or {}).items():
+            if not isinstance(value, str):
+                raise BadInput(f"{path}: `deployer.env.{key}` must be a string (got {value!r})")
+    endpoint = aws.get("endpoint_url")
+    if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
+        raise BadInput(f"{path}: `aws.endpoint_url` must be an http(s) URL (got {endpoint!r})")
+
+
+def _smoke_checks(path: Path, raw: Any) -> tuple[SmokeCheck, ...]:
+    if not isinstance(raw, list):
+        raise BadInput(f"{path}: `smoke_checks` must be a list of checks")
+    checks = []
+    for number, check in enumerate(raw):
+        where = f"`smoke_checks[{number}]"
+        if not isinstance(check, dict):
+            raise BadInput(
+                f"{path}: {where}` must be an object with name, path, method, expect_status, expect_body"
+            )
+        unknown = sorted(set(check) - {"name", "path", "method", "expect_status", "expect_body"})
+        if unknown:
+            raise BadInput(f"{path}: {where}.{unknown[0]}` is not a known key")
+        if not isinstance(check.get("name"), str) or not check["name"].strip():
+            raise BadInput(f"{path}: {where}.name` must be a string")
+        if not isinstance(check.get("path"), str) or not check["path"].startswith("/"):
+            raise BadInput(
+                f"{path}: {where}.path` must be a path starting with / (got {check.get('path')!r})"
+            )
+        if check.get("method", "GET") not in _METHODS:
+            raise BadInput(f"{path}: {where}.method` must be one of {', '.join(_METHODS)}")
+        status = check.get("expect_status", 200)
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise BadInput(f"{path}: {where}.expect_status` must be an HTTP status code (got {status!r})")
+        if not isinstance(check.get("expect_body", ""), str):
+            raise BadInput(f"{path}: {where}.expect_body` must be a string")
+        checks.append(SmokeCheck(**check))
+    return tuple(checks)
+
+
 def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise BadInput(f"{path}: `{unknown[0]}` is not a known key (known: {', '.join(sorted(TOP_KEYS))})")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BadInput(f"{path}: `name` must be letters, digits, '.', '_' or '-' (got {name!r})")
     sections: dict[str, dict[str, Any]] = {}
     for section, types in ADAPTER_TYPES.items():
         value = raw.get(section)
@@ -164,12 +233,17 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
     if not isinstance(aws, dict):
         raise BadInput(f"{path}: `aws` must be an object with region, endpoint_url, call_budget_seconds")
     _check_keys(path, "aws", aws, AWS_KEYS)
+    _check_contents(path, sections, aws)
     colors = raw.get("colors")
     if not isinstance(colors, dict):
         raise BadInput(f'{path}: `colors` must map blue and green to {{"endpoint": URL}}')
     endpoints: dict[Color, str] = {}
     for color in COLORS:
         entry = colors.get(color)
+        if isinstance(entry, dict) and set(entry) - {"endpoint", "urns"}:
+            raise BadInput(
+                f"{path}: `colors.{color}.{sorted(set(entry) - {'endpoint', 'urns'})[0]}` is not a known key"
+            )
         endpoint = entry.get("endpoint") if isinstance(entry, dict) else None
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise BadInput(f"{path}: `colors.{color}.endpoint` must be an http(s) URL (got {endpoint!r})")
@@ -183,23 +257,16 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
             raise BadInput(
                 f"{path}: `gates.{key}` is not a known gate (known: {', '.join(sorted(known_gates))})"
             )
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
             raise BadInput(f"{path}: `gates.{key}` must be a number (got {value!r})")
     try:
         gates = Gates(**{k: type(getattr(Gates(), k))(v) for k, v in gates_raw.items()})
     except BadInput as bad:
         raise BadInput(f"{path}: {bad}") from None
     smoke_raw = raw.get("smoke_checks")
-    smoke: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
-    if smoke_raw is not None:
-        try:
-            smoke = tuple(SmokeCheck(**check) for check in smoke_raw)
-        except TypeError as exc:
-            raise BadInput(
-                f"{path}: `smoke_checks` entries take name, path, method, expect_status, expect_body ({exc})"
-            ) from None
+    smoke = DEFAULT_SMOKE_CHECKS if smoke_raw is None else _smoke_checks(path, smoke_raw)
     return EnvConfig(
-        name=str(raw.get("name") or path.stem),
+        name=name,
         path=path,
         router=sections["router"],
         deployer=sections["deployer"],

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import getpass
 import os
+import signal
 import socket
 import time
 import uuid
@@ -83,9 +84,10 @@ class State(StrEnum):
 
 S = State
 # Every transition an operation may take. Anything else is a bug, and raises.
-# FAILED and CANCELLED are reachable from every state that has not ended: any adapter may
-# fail, and a signal may arrive, anywhere; before any weight moved, nothing needs restoring.
-_ENDS = frozenset({S.FAILED, S.CANCELLED})
+# FAILED, CANCELLED and UNRESTORED are reachable from every state that has not ended: any
+# adapter may fail, and a signal may arrive, anywhere; before this operation moved a weight
+# nothing needs restoring, but someone else may have moved one (UNRESTORED: look first).
+_ENDS = frozenset({S.FAILED, S.CANCELLED, S.UNRESTORED})
 STATE_CHART: dict[State, frozenset[State]] = {
     S.LOCKING: frozenset({S.READING, S.LOCKED, S.REFUSED}) | _ENDS,
     S.READING: frozenset({S.CHECKING_ACTIVE, S.CHECKING_TARGET, S.REFUSED}) | _ENDS,
@@ -94,10 +96,10 @@ STATE_CHART: dict[State, frozenset[State]] = {
     S.DEPLOYING: frozenset({S.WAITING_READY}) | _ENDS,
     S.WAITING_READY: frozenset({S.SMOKE_TESTING}) | _ENDS,
     S.SMOKE_TESTING: frozenset({S.SHIFTING, S.VERIFYING}) | _ENDS,
-    S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.VERIFYING, S.RESTORING}) | _ENDS,
+    S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.VERIFYING, S.SUCCEEDED, S.RESTORING}) | _ENDS,
     S.BAKING: frozenset({S.SHIFTING, S.RESTORING}) | _ENDS,
     S.VERIFYING: frozenset({S.SUCCEEDED, S.RESTORING}) | _ENDS,
-    S.RESTORING: frozenset({S.UNRESTORED}) | _ENDS,
+    S.RESTORING: _ENDS,
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.UNRESTORED: frozenset(),
@@ -374,7 +376,18 @@ class ReleaseMachine:
                     )
                 self.reporter.note(f"{good.color} is not healthy ({why}); going ahead: --force")
                 record.details["forced"] = True
-            after = self._shift(before, good.color, 100, gated=not force)
+            try:
+                after = self._shift(before, good.color, 100, gated=not force)
+            except ConcurrentChange:
+                live = self.router.read()
+                if not live.same_weights(Traffic.all_on(good.color)):
+                    raise
+                # another operation (a second on-call) put all traffic there meanwhile
+                record.details["nothing_to_do"] = (
+                    f"nothing to roll back: another operation put all traffic on {good} meanwhile"
+                )
+                self._enter(S.SUCCEEDED, record.details["nothing_to_do"])
+                return live
             self._enter(S.VERIFYING, f"traffic all on {good}")
             live = self.router.read()
             if not live.same_weights(Traffic.all_on(good.color)):
@@ -402,9 +415,18 @@ class ReleaseMachine:
         self._state, self._steps, self._warnings = S.LOCKING, [], []
         self._last_written = self._pending = self._pending_base = None
         self._target = None
-        before: Traffic | None = None
-        current: Traffic | None = None
-        signum: int | None = None
+        with retry.deadline() as limit:
+            # Once a signal arrives, every AWS call still retrying gives up within seconds.
+            self.cancel.on_signal = lambda: limit.tighten(self.gates.cancel_seconds)
+            try:
+                return self._locked(operation, run, record, break_lock)
+            finally:
+                self.cancel.on_signal = lambda: None
+
+    def _locked(
+        self, operation: str, run: Callable[[Record, Traffic], Traffic], record: Record, break_lock: bool
+    ) -> Result:
+        """Take the lock, run the operation, decide and record its outcome, release the lock."""
         started = 0.0
         try:  # a signal from here on ends in a Result, never an exception
             started = self.clock.now()
@@ -412,26 +434,21 @@ class ReleaseMachine:
             holder_before = self.lock.holder() if break_lock else None
             with self.cancel.shielded(raise_held=False):  # a lock taken is a lock released
                 self.lock.acquire(self.actor, operation, force=break_lock)
-        except LockHeld as held:
-            self._enter(S.LOCKED, str(held))
-            return self._result(
-                operation, record, f"another operation holds the lock: {held}", None, None, 0.0
-            )
-        except BadInput as bad:
-            self._enter(S.REFUSED, str(bad))
-            return self._result(operation, record, str(bad), None, None, 0.0)
-        except Cancelled as cancelled:
-            self._enter(S.CANCELLED, str(cancelled))
-            return self._result(operation, record, str(cancelled), None, None, 0.0, cancelled.signum)
+        except BaseException as not_started:
+            with self.cancel.shielded(raise_held=False):
+                return self._not_started(operation, record, not_started)
         if holder_before:
             record.details["lock_broken"] = holder_before
+        before: Traffic | None = None
+        failure: BaseException | None = None
+        current: Traffic | None = None
         try:
             self.cancel.check()
             self._enter(S.READING)
             try:
                 before = current = self.router.read()
                 self._release = self.states.load()
-            except BadInput:
+            except (BadInput, Cancelled):
                 raise
             except Exception as exc:
                 raise StepFailed(f"could not read traffic and release state: {exc}") from exc
@@ -442,41 +459,97 @@ class ReleaseMachine:
             self._write_history(record)
             self.reporter.note(f"traffic now: {before}")
             current = run(record, before)
-            if self._state != S.SUCCEEDED:
-                self._enter(S.SUCCEEDED)
-            reason = str(record.details.get("nothing_to_do", ""))
-        except (Refused, BadInput) as refused:
-            self._enter(S.REFUSED, str(refused))
-            reason = str(refused)
-        except Cancelled as cancelled:
-            signum = cancelled.signum
-            reason = str(cancelled)
-            current, reason = self._restore(before, reason, cancelling=True)
-        except (StepFailed, LockLost, ConcurrentChange) as failure:
+        except BaseException as exc:  # every way out is decided below, under the shield
+            failure = exc
+        with self.cancel.shielded(raise_held=False):
+            signum, reason, current = self._decide(failure, record, before, current)
+            self.cancel.settle()  # the outcome stands, whatever signal comes next
+            with retry.deadline(max(1.0, self.gates.cancel_seconds)):
+                self._finish_records(operation, record, reason, before, current, started)
+        return self._result(operation, record, reason, before, current, self.clock.now() - started, signum)
+
+    def _not_started(self, operation: str, record: Record, failure: BaseException) -> Result:
+        """The lock was not taken: nothing was changed."""
+        if isinstance(failure, LockHeld):
+            self._enter(S.LOCKED, str(failure))
+            return self._result(
+                operation, record, f"another operation holds the lock: {failure}", None, None, 0.0
+            )
+        if isinstance(failure, BadInput):
+            self._enter(S.REFUSED, str(failure))
+            return self._result(operation, record, str(failure), None, None, 0.0)
+        signum = failure.signum if isinstance(failure, Cancelled) else self.cancel.received
+        if signum is not None:
+            self._enter(S.CANCELLED, f"cancelled by {signal.Signals(signum).name} before the lock was taken")
+            return self._result(
+                operation, record, "cancelled before anything changed", None, None, 0.0, signum
+            )
+        if not isinstance(failure, Exception):
+            raise failure
+        self._enter(S.FAILED, f"could not take the lock: {failure}")
+        return self._result(operation, record, f"could not take the lock: {failure}", None, None, 0.0)
+
+    def _decide(
+        self, failure: BaseException | None, record: Record, before: Traffic | None, current: Traffic | None
+    ) -> tuple[int | None, str, Traffic | None]:
+        """The outcome, from where traffic ended: (signal, reason, traffic now)."""
+        if self._state == S.SUCCEEDED:  # decided inside the operation ("nothing to roll back")
+            return None, str(record.details.get("nothing_to_do", "")), current or before
+        if failure is None:
+            self._enter(S.SUCCEEDED)
+            return None, str(record.details.get("nothing_to_do", "")), current
+        if isinstance(failure, Refused | BadInput):
+            self._enter(S.REFUSED, str(failure))
+            return None, str(failure), current
+        if isinstance(failure, Cancelled):
+            current, reason = self._restore(before, str(failure), cancelling=True)
+            return failure.signum, reason, current
+        if isinstance(failure, StepFailed | LockLost | ConcurrentChange):
             reason = str(failure) or type(failure).__name__
-            current, reason = self._restore(before, reason)
-        except Exception as crash:  # an adapter raised something unforeseen: still restore
-            reason = f"{type(crash).__name__}: {crash}"
-            current, reason = self._restore(before, reason)
-        with self.cancel.shielded(raise_held=False):  # the outcome is decided: record it
-            if self.cancel.received is not None and signum is None and self._state == S.SUCCEEDED:
-                self._warnings.append("a cancel arrived after the operation had finished: its result stands")
-            if self._state in (S.FAILED, S.CANCELLED) and operation == "release":
-                self._save_state(end_release, critical=False)
-            with contextlib.suppress(Exception):
-                self.lock.release()
-            seconds = self.clock.now() - started
-            record.outcome = self._state.value
-            record.reason = reason
-            record.to_traffic = current.as_dict() if current else None
-            record.finished_at = self._wall()
-            record.seconds = round(seconds, 3)
-            record.details["steps"] = self._steps
-            if self._warnings:
-                record.details["warnings"] = self._warnings
-            if before is not None or self._state != S.REFUSED:
-                self._write_history(record, final=True)
-        return self._result(operation, record, reason, before, current, seconds, signum)
+        elif isinstance(failure, Exception):  # an adapter raised something unforeseen: still restore
+            reason = f"{type(failure).__name__}: {failure}"
+        else:  # KeyboardInterrupt or SystemExit without our handler: restore all the same
+            reason = f"interrupted ({type(failure).__name__})"
+        cancelling = self.cancel.received is not None
+        current, reason = self._restore(before, reason, cancelling=cancelling)
+        return (self.cancel.received if self._state == S.CANCELLED else None), reason, current
+
+    def _finish_records(
+        self,
+        operation: str,
+        record: Record,
+        reason: str,
+        before: Traffic | None,
+        current: Traffic | None,
+        started: float,
+    ) -> None:
+        """State, lock and history once the outcome is decided: failures here are warnings."""
+        if self.cancel.received is not None and self._state == S.SUCCEEDED:
+            self._warnings.append("a cancel arrived after the operation had finished: its result stands")
+        if (
+            self._state in (S.FAILED, S.CANCELLED)
+            and operation == "release"
+            and self._release.release is not None
+            and before is not None
+            and before.active is not None
+        ):
+            # back where it started, all on one color: no release is in flight any more
+            # (a resume that failed leaves the interrupted release to resume again)
+            self._save_state(end_release, critical=False)
+        try:
+            self.lock.release()
+        except Exception as exc:
+            self._warnings.append(f"could not release the lock (its lease runs out on its own): {exc}")
+        record.outcome = self._state.value
+        record.reason = reason
+        record.to_traffic = current.as_dict() if current else None
+        record.finished_at = self._wall()
+        record.seconds = round(self.clock.now() - started, 3)
+        record.details["steps"] = self._steps
+        if self._warnings:
+            record.details["warnings"] = self._warnings
+        if before is not None or self._state != S.REFUSED:
+            self._write_history(record, final=True)
 
     def _result(
         self,
@@ -505,9 +578,12 @@ class ReleaseMachine:
     def _enter(self, state: State, detail: str = "") -> None:
         if state not in STATE_CHART[self._state]:
             raise AssertionError(f"transition {self._state} -> {state} is not in the state chart")
-        self.transitions.append((self._state, state))
-        self._state = state
-        self.reporter.state(state, detail)
+        # A transition is whole: a signal during it is raised after it (and never once an
+        # end state is reached: the outcome is decided).
+        with self.cancel.shielded(raise_held=bool(STATE_CHART[state])):
+            self.transitions.append((self._state, state))
+            self._state = state
+            self.reporter.state(state, detail)
 
     # ------------------------------------------------------------------ release state
 
@@ -519,6 +595,8 @@ class ReleaseMachine:
         try:
             with self.cancel.shielded():
                 for attempt in range(3):
+                    if critical:
+                        self.lock.ensure_held(fresh=True)  # never write over the state of a lock-breaker
                     try:
                         self._release = self.states.save(change(self._release))
                         return
@@ -526,7 +604,7 @@ class ReleaseMachine:
                         if attempt == 2:
                             raise
                         self._release = self.states.load()
-        except Cancelled:
+        except (Cancelled, LockLost):
             raise
         except Exception as exc:
             if critical:
@@ -651,12 +729,14 @@ class ReleaseMachine:
                 if not passed:
                     raise StepFailed(f"{up} failed its gate before taking {target.weight(up)}%: {why}")
         self._enter(S.SHIFTING, f"{current} -> {target}")
+        self.lock.ensure_held(fresh=True)  # fenced: a lock broken by on-call stops us here
         changed_at = self.clock.now()
         with self.cancel.shielded():  # a change is sent whole, whatever signal arrives
             self._pending, self._pending_base = target, current
             try:
                 applied = self.router.set(target, expected=current)
             except ConcurrentChange:
+                self._pending = self._pending_base = None  # refused whole: nothing of ours is live
                 raise
             except Exception as exc:
                 raise StepFailed(f"changing traffic to {target} failed: {exc}") from exc
@@ -696,11 +776,20 @@ class ReleaseMachine:
         CANCELLED), or anywhere else (UNRESTORED, exit 4)."""
         ended = S.CANCELLED if cancelling else S.FAILED
         self.reporter.note(f"{'cancelled' if cancelling else 'failed'}: {reason}")
-        if before is None or (self._last_written is None and self._pending is None):
-            self._enter(ended, reason)  # no weight was touched
+        if before is None:
+            self._enter(ended, reason)  # traffic was never read: nothing was touched
             return before, reason
+        if self._last_written is None and self._pending is None:  # we touched no weight ...
+            with retry.deadline(min(budget_for(self.gates, cancelling), 5.0)):
+                live = self._safe_read()
+            if live is None or live.same_weights(before):
+                self._enter(ended, reason)
+                return live or before, reason
+            why = f"{reason}; traffic was changed by someone else to {live}: not overwriting it"
+            self._enter(S.UNRESTORED, why)  # ... but someone else did: look before acting
+            return live, why
         self._enter(S.RESTORING, f"back to {before}")
-        budget = self.gates.cancel_seconds if cancelling else self.gates.restore_seconds
+        budget = budget_for(self.gates, cancelling)
         give_up = self.clock.now() + budget
         last_error = ""
         with retry.deadline(budget), self.cancel.shielded(raise_held=False):
@@ -731,14 +820,14 @@ class ReleaseMachine:
                     last_error = str(exc)  # moved under us: read again and decide again
                 except Exception as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
-                left = give_up - self.clock.now()
+                left = min(give_up - self.clock.now(), retry.time_left())
                 if left <= 0:
                     break
                 self.reporter.note(f"restore attempt {attempt} failed ({last_error}); retrying")
                 self.clock.sleep(min(1.0 * attempt, left))
-        why = f"{reason}; restoring failed too ({last_error})"
-        self._enter(S.UNRESTORED, why)
-        return self._safe_read(), why
+            why = f"{reason}; restoring failed too ({last_error})"
+            self._enter(S.UNRESTORED, why)
+            return (self._safe_read() if retry.time_left() > 0 else None), why
 
     def _is_ours(self, live: Traffic) -> bool:
         """Is the live state one this operation wrote (or may have, if a call failed late)?
@@ -759,6 +848,11 @@ class ReleaseMachine:
             return self.router.read()
         except Exception:
             return None
+
+
+def budget_for(gates: Gates, cancelling: bool) -> float:
+    """The most a restore may take: short after a signal (CI kills 10 s after SIGINT)."""
+    return gates.cancel_seconds if cancelling else gates.restore_seconds
 
 
 def _rising(current: Traffic, target: Traffic) -> list[Color]:

@@ -49,8 +49,6 @@ class Traffic:
     def __post_init__(self) -> None:
         if not (0 <= self.blue <= MAX_WEIGHT and 0 <= self.green <= MAX_WEIGHT):
             raise BadInput(f"weights must be 0-{MAX_WEIGHT} (got blue {self.blue}, green {self.green})")
-        if self.blue + self.green == 0:
-            raise BadInput("weights must not both be 0")
 
     @classmethod
     def all_on(cls, color: Color, generation: int = 0) -> Traffic:
@@ -69,8 +67,10 @@ class Traffic:
         return self.blue if color == "blue" else self.green
 
     def share(self, color: Color) -> float:
-        """The percentage of requests `color` gets (weights are relative)."""
-        return 100.0 * self.weight(color) / (self.blue + self.green)
+        """The percentage of requests `color` gets (weights are relative; when both are 0,
+        Route53 answers with both records alike)."""
+        total = self.blue + self.green
+        return 50.0 if total == 0 else 100.0 * self.weight(color) / total
 
     @property
     def written_by_cutover(self) -> bool:
@@ -80,9 +80,9 @@ class Traffic:
     @property
     def active(self) -> Color | None:
         """The color with all the traffic, or None while traffic is split."""
-        if self.green == 0:
+        if self.green == 0 and self.blue > 0:
             return "blue"
-        if self.blue == 0:
+        if self.blue == 0 and self.green > 0:
             return "green"
         return None
 

@@ -61,8 +61,9 @@ class Lock(Protocol):
         """Take the lock, or raise LockHeld. `force` takes it whoever holds it."""
         ...
 
-    def ensure_held(self) -> None:
-        """Renew the lease if due; raise LockLost if it is no longer ours."""
+    def ensure_held(self, *, fresh: bool = False) -> None:
+        """Raise LockLost if the lease is no longer ours (`fresh`: checked against the
+        stored lease, not the renewer's last look); a heartbeat that keeps it renewed."""
         ...
 
     def release(self) -> None: ...

@@ -6,14 +6,16 @@ is retried in exactly one place: here. A call that keeps failing with a retryabl
 jitter until its budget (seconds, for the whole call) runs out; every wait is reported, so
 a throttled operation prints a line a second instead of going silent for minutes.
 
-`deadline(seconds)` caps every call made inside a block (this thread only): a cancelled
-operation restores traffic within the few seconds CI grants between SIGINT and SIGKILL.
+`deadline(seconds)` caps every call made inside a block (this thread only), and can be
+tightened while the block runs: once a cancel arrives, every retry in flight gives up within
+the few seconds CI grants between SIGINT and SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 
 T = TypeVar("T")
 
-RETRYABLE_CODES = frozenset(
+# Codes that mean the request was refused before it took effect: safe to send again.
+THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -33,15 +36,30 @@ RETRYABLE_CODES = frozenset(
         "RequestLimitExceeded",
         "ProvisionedThroughputExceededException",
         "RequestThrottled",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
     }
 )
+# A server error may come after the request took effect.
+SERVER_ERROR_CODES = frozenset(
+    {"ServiceUnavailable", "InternalError", "InternalFailure", "InternalServerError"}
+)
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "cutover_retry_deadline", default=None
+
+class Deadline:
+    """A point in time (time.monotonic()) that calls give up by; it can only move closer."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.until = math.inf if seconds is None else time.monotonic() + seconds
+
+    def tighten(self, seconds: float) -> None:
+        """Give up `seconds` from now at the latest (a cancel shortens every wait)."""
+        self.until = min(self.until, time.monotonic() + seconds)
+
+    def left(self) -> float:
+        return self.until - time.monotonic()
+
+
+_deadlines: contextvars.ContextVar[tuple[Deadline, ...]] = contextvars.ContextVar(
+    "cutover_retry_deadlines", default=()
 )
 
 
@@ -49,25 +67,33 @@ class RetryBudgetExhausted(RuntimeError):
     """A call kept failing with retryable errors until its time budget ran out."""
 
 
-def retryable(exc: BaseException) -> bool:
-    """Throttling, a server-side error, or a connection that failed or dropped."""
+def retryable(exc: BaseException, *, ambiguous: bool = True) -> bool:
+    """Throttling (the call was not applied), and unless `ambiguous` is False, a server
+    error or a dropped connection (the call may have been applied)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
+        if error.get("Code") in THROTTLING_CODES:
+            return True
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return error.get("Code") in RETRYABLE_CODES or status >= 500
-    return isinstance(exc, ConnectionError | HTTPClientError)
+        return ambiguous and (error.get("Code") in SERVER_ERROR_CODES or status >= 500)
+    return ambiguous and isinstance(exc, ConnectionError | HTTPClientError)
 
 
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Every call inside the block gives up `seconds` from now at the latest."""
-    until = time.monotonic() + seconds
-    current = _deadline.get()
-    token = _deadline.set(until if current is None else min(current, until))
+def deadline(seconds: float | None = None) -> Iterator[Deadline]:
+    """Every call inside the block (this thread) gives up by the returned deadline, which
+    starts `seconds` from now (None: no limit until tightened)."""
+    limit = Deadline(seconds)
+    token = _deadlines.set((*_deadlines.get(), limit))
     try:
-        yield
+        yield limit
     finally:
-        _deadline.reset(token)
+        _deadlines.reset(token)
+
+
+def time_left() -> float:
+    """Seconds until the nearest deadline in force (inf when none)."""
+    return min((d.left() for d in _deadlines.get()), default=math.inf)
 
 
 class RetryPolicy:
@@ -90,22 +116,23 @@ class RetryPolicy:
         self._sleep = sleep
         self._clock = clock
 
-    def call(self, what: str, method: Callable[..., T], /, **kwargs: Any) -> T:
-        """`method(**kwargs)`, retried; raises the last error once the budget is spent."""
+    def call(self, what: str, method: Callable[..., T], /, *, ambiguous: bool = True, **kwargs: Any) -> T:
+        """`method(**kwargs)`, retried; raises the last error once the budget is spent.
+
+        `ambiguous=False` for a call that must not be sent twice (a Route53 change): only
+        errors that prove it was not applied (throttling) are retried."""
         started = self._clock()
-        give_up = started + self.budget
-        capped = _deadline.get()  # on time.monotonic()'s scale, whatever clock this policy uses
-        if capped is not None:
-            give_up = min(give_up, started + capped - time.monotonic())
         attempt = 0
         while True:
             attempt += 1
             try:
                 return method(**kwargs)
             except (ClientError, BotoCoreError) as exc:
-                if not retryable(exc):
+                if not retryable(exc, ambiguous=ambiguous):
                     raise
                 now = self._clock()
+                # deadlines are on time.monotonic()'s scale, whatever clock this policy uses
+                give_up = min(started + self.budget, now + time_left())
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
                 if now + delay >= give_up:
                     raise RetryBudgetExhausted(

@@ -39,6 +39,7 @@ class FakeRouter:
     sets: list[tuple[Traffic, Traffic]] = field(default_factory=list)
     on_set: Callable[[Traffic], None] = lambda _t: None  # before a change applies
     after_set: Callable[[], None] = lambda: None  # after it applied (e.g. a hand edit)
+    race: Callable[[Traffic], None] = lambda _t: None  # another writer, just before ours lands
 
     def read(self) -> Traffic:
         return self.traffic
@@ -46,6 +47,7 @@ class FakeRouter:
     def set(self, target: Traffic, expected: Traffic) -> Traffic:
         number = len(self.sets) + 1
         self.sets.append((target, expected))
+        self.race(target)
         if self.traffic.generation != expected.generation or not self.traffic.same_weights(expected):
             raise ConcurrentChange(f"live {self.traffic} != expected {expected}")
         if self.fail_set_at == number and not self.fail_after_apply:
@@ -112,7 +114,7 @@ class FakeLock:
             raise LockHeld({"owner": self.held_by, "operation": "?"})
         self.held_by = owner
 
-    def ensure_held(self) -> None:
+    def ensure_held(self, *, fresh: bool = False) -> None:
         self.checks += 1
         if self.lose_after is not None and self.checks > self.lose_after:
             raise LockLost("lease taken over (scripted)")

@@ -73,6 +73,8 @@ BAD_INPUT = [
     (["release", "--image", "v2", "--strategy", "blue-green"], "strategy must be"),
     (["release", "--image", " "], "--image must not be empty"),
     (["release", "--image", "v2", "--bake", "-1"], "--bake"),
+    (["release", "--image", "v2", "--bake", "nan"], "--bake"),
+    (["release", "--image", "v2", "--bake", "inf"], "--bake"),
     (["shift", "--to", "purple", "--weight", "10"], "color must be blue or green"),
     (["shift", "--to", "green", "--weight", "101"], "--weight must be from 0 to 100"),
     (["release"], "Missing option '--image'"),

@@ -305,6 +305,42 @@ def test_sustained_throttling_is_bounded_audible_and_frees_the_lock(env: Env, th
     assert env.weights() == {"blue": 100, "green": 0}
 
 
+def test_ci_cancel_under_sustained_throttling_ends_before_ci_kills_it(
+    env: Env, throttled: list[bool]
+) -> None:
+    """Default budgets (30 s per call): SIGINT, then SIGTERM 7.5 s later, SIGKILL at 10 s."""
+    release = start_release_and_wait_for_ten_percent(env, bake="60")
+    throttled[0] = True
+    try:
+        release.send_signal(signal.SIGINT)
+        try:
+            out, err = release.communicate(timeout=7.5)
+        except subprocess.TimeoutExpired:
+            release.send_signal(signal.SIGTERM)
+            out, err = release.communicate(timeout=2.5)  # raises if CI would have SIGKILLed it
+    finally:
+        throttled[0] = False
+        if release.poll() is None:
+            release.kill()
+    assert release.returncode == 4, err  # Route53 refused every call: traffic stayed at 90/10
+    assert json.loads(out)["next"].startswith("ACT NOW")
+    assert err.strip().splitlines()[-1].startswith("cutover: ACT NOW")
+    assert env.weights() == {"blue": 90, "green": 10}
+    assert env.lock_item() is None
+    latest = next(r for r in env.history() if r["operation"] == "release")
+    assert latest["outcome"] == "failed, traffic not restored"
+
+
+def test_weights_both_zero_are_shown_and_rollback_repairs_them(env: Env) -> None:
+    release_v2(env)
+    env.set_weights(0, 0)  # Route53 then answers with both records alike
+    status = as_json(cutover(env, "status", "--json"))
+    assert status["written_by_cutover"] is False and status["colors"]["blue"]["share"] == 50
+    rolled = cutover(env, "rollback", "--json")
+    assert rolled.returncode == 0, rolled.stderr
+    assert env.weights() == {"blue": 100, "green": 0}
+
+
 # ---------------------------------------------------------------- 9. the environment file
 
 

@@ -148,3 +148,25 @@ def test_a_missing_table_is_refused_naming_the_key(dynamodb: Any) -> None:
         lock.acquire("ci@run-1", "release")
     with pytest.raises(BadInput, match=r"`history\.table`"):
         DynamoDBHistory(dynamodb, "no-such-table", "prod").recent()
+
+
+def test_a_broken_lock_stops_its_old_holder_at_the_next_fresh_check(make_lock: Any) -> None:
+    clock = Clock()
+    old, on_call = make_lock(clock), make_lock(clock)
+    old.acquire("ci@run-1", "release")
+    try:
+        on_call.acquire("oncall@laptop", "rollback", force=True)  # --break-lock
+        old._confirmed = 0.0  # its last fresh look was more than a second ago
+        with pytest.raises(LockLost, match="taken over"):
+            old.ensure_held(fresh=True)  # before its next change: it stops here
+    finally:
+        on_call.release()
+        old.release()
+
+
+def test_a_lease_without_an_expiry_is_free_to_take(dynamodb: Any) -> None:
+    dynamodb.put_item(TableName="locks", Item={"lock_id": {"S": "prod"}, "owner": {"S": "a hand edit"}})
+    lock = DynamoDBLock(dynamodb, "locks", "prod")
+    assert (lock.holder() or {})["expired"] is True
+    lock.acquire("oncall@laptop", "rollback")
+    lock.release()

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cutover.cancel import CancelScope
-from cutover.machine import STATE_CHART, Gates, ReleaseMachine, State
+from cutover.machine import STATE_CHART, Gates, ReleaseMachine, Reporter, State
 from cutover.model import COLORS, Traffic
 from cutover.ports import Record
 from cutover.release_state import Build, ReleaseState, adopt, begin_release
@@ -145,7 +145,8 @@ def test_rollback_after_a_release_that_never_moved_traffic_stays_put_and_abandon
     assert lost.state == State.FAILED and router.sets == []
     m, _, _ = machine(router, ScriptedHealth({}), states=states, history=history)
     result = m.rollback()
-    assert result.state == State.SUCCEEDED and router.sets == [] and states.state.release is None
+    assert result.state == State.SUCCEEDED, result.reason
+    assert router.sets == [] and states.state.release is None
 
 
 def test_rollback_refuses_an_unhealthy_last_good_and_force_moves_anyway() -> None:
@@ -392,6 +393,7 @@ def test_a_cancel_at_any_step_restores_and_exits_128_plus_the_signal(
         wrap(ScriptedHealth({})),
         GATES,
         states=wrap(states),
+        reporter=wrap(Reporter()),
         clock=wrap(FakeClock()),
         actor="tester",
         wall_clock=itertools.count(1000).__next__,
@@ -453,3 +455,52 @@ def test_rollback_never_lands_on_a_build_that_did_not_pass_its_gates(plan: list[
         else:
             result = m.shift("green" if operation == "shift-green" else "blue", 100)
         assert result.state in (State.SUCCEEDED, State.FAILED, State.REFUSED), result
+
+
+def test_a_second_rollback_that_loses_the_race_never_undoes_the_first() -> None:
+    router, states, deployer = released()
+    m, _, _ = machine(router, ScriptedHealth({}), deployer=deployer, states=states)
+
+    def the_other_on_call_wins(target: Traffic) -> None:  # the same change lands first
+        router.race = lambda _t: None
+        router.traffic = Traffic(target.blue, target.green, router.traffic.generation + 1)
+
+    router.race = the_other_on_call_wins
+    result = m.rollback()
+    assert result.state == State.SUCCEEDED and "meanwhile" in result.reason
+    assert router.traffic.same_weights(Traffic.all_on("blue"))  # not "restored" onto green
+
+
+def test_a_change_refused_whole_is_not_taken_for_ours_in_the_restore() -> None:
+    router = FakeRouter(Traffic.all_on("blue", generation=3))
+
+    def someone_else_makes_the_same_change(target: Traffic) -> None:
+        router.race = lambda _t: None
+        router.traffic = Traffic(target.blue, target.green, router.traffic.generation + 1)
+
+    router.race = someone_else_makes_the_same_change
+    m, _, _ = machine(router, ScriptedHealth({}))
+    result = m.release("v2", (10, 100), bake=0)
+    assert result.state == State.UNRESTORED and "someone else" in result.reason
+    assert router.traffic == Traffic(90, 10, 4)  # theirs, untouched
+
+
+def test_a_resume_that_fails_keeps_the_interrupted_release_to_resume_again() -> None:
+    router, states = killed_at_ten_percent()
+    m, _, _ = machine(
+        router, ScriptedHealth({"green": iter([True, True, True, False] + [False] * 20)}), states=states
+    )
+    failed = m.release(None, (10, 50, 100), resume=True)
+    assert failed.state == State.FAILED and router.traffic.same_weights(Traffic(90, 10))
+    assert states.state.release is not None and states.state.release.image == "v2"
+    m, _, _ = machine(router, ScriptedHealth({}), states=states)
+    assert m.release(None, (10, 50, 100), resume=True).state == State.SUCCEEDED
+
+
+def test_weights_both_zero_are_a_split_that_rollback_repairs() -> None:
+    router, states, deployer = released()
+    router.traffic = Traffic(0, 0, router.traffic.generation)  # a hand edit: both at 0
+    m, _, _ = machine(router, ScriptedHealth({}), deployer=deployer, states=states)
+    assert m.shift("blue", 100).state == State.REFUSED
+    result = m.rollback()
+    assert result.state == State.SUCCEEDED and router.traffic.same_weights(Traffic.all_on("blue"))

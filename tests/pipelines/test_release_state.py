@@ -65,3 +65,16 @@ def test_a_known_good_overwritten_by_a_deploy_is_no_rollback_target() -> None:
     state = finish_release(state, "r1", "green", now=2)  # last good: blue v1
     state = begin_release(state, "r2", "v3", "blue", split, now=3)  # blue redeployed (resume-like)
     assert rollback_target(state) is None
+
+
+def test_an_unreadable_state_is_refused_with_the_fix(store: Any, tmp_path: Path) -> None:
+    from cutover.model import BadInput
+
+    if isinstance(store, FileStateStore):
+        store.path.write_text("{not json")
+    else:
+        store.client.put_item(
+            TableName="locks", Item={**store.key, "version": {"N": "3"}, "state": {"S": '{"colors": 7}'}}
+        )
+    with pytest.raises(BadInput, match="delete it"):
+        store.load()

@@ -26,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cutover import retry
 from cutover.model import BadInput
 from cutover.ports import LockHeld, LockLost
 from cutover.retry import RetryPolicy
@@ -43,7 +44,8 @@ class LeaseLock:
         self.lease_seconds = lease_seconds
         self.stuck_after = stuck_after if stuck_after is not None else max(600.0, 10 * lease_seconds)
         self._clock = clock
-        self._beat = 0.0
+        self._beat = 0.0  # the operation's last sign of progress
+        self._confirmed = 0.0  # when the stored lease was last seen to be ours
         self._token: str | None = None
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -62,22 +64,34 @@ class LeaseLock:
         if not self._try_put(lease, now, force):
             holder = self.holder() or {"owner": "?", "operation": "?"}
             raise LockHeld(holder)
-        self._token, self._lost, self._beat = token, None, time.monotonic()
+        self._token, self._lost = token, None
+        self._beat = self._confirmed = time.monotonic()
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name="cutover-lock-renewer", daemon=True)
         self._renewer.start()
 
-    def ensure_held(self) -> None:
+    def ensure_held(self, *, fresh: bool = False) -> None:
+        """Raise LockLost unless the lease is ours; a heartbeat for the renewer.
+
+        `fresh` reads the stored lease (at most once a second) instead of trusting what the
+        renewer saw last: called right before every change, so an operation whose lock
+        on-call broke stops before it writes anything."""
         if self._token is None:
             raise LockLost("the lock is not held")
         if self._lost is not None:
             raise LockLost(self._lost)
         self._beat = time.monotonic()
+        if fresh and time.monotonic() - self._confirmed > 1.0:
+            holder = self.holder()
+            if holder is None or holder.get("token") != self._token:
+                self._lost = "the lock was taken over by another operation (--break-lock)"
+                raise LockLost(self._lost)
+            self._confirmed = time.monotonic()
 
     def release(self) -> None:
         self._stop.set()
         if self._renewer is not None:
-            self._renewer.join(timeout=5)
+            self._renewer.join(timeout=1)
         if self._token is not None:
             with contextlib.suppress(Exception):  # an expired or taken-over lease is not ours to delete
                 self._delete(self._token)
@@ -96,7 +110,9 @@ class LeaseLock:
                 self._lost = f"no progress for {silent:.0f}s: the lease was left to run out"
                 return
             try:
-                if not self._renew(token, self._clock() + self.lease_seconds):
+                with retry.deadline(self.lease_seconds / 3):
+                    renewed = self._renew(token, self._clock() + self.lease_seconds)
+                if not renewed:
                     self._lost = "the lease was taken over by another operation"
                     return
             except Exception as exc:  # cannot renew: by the time the lease ends, it is lost
@@ -137,16 +153,21 @@ class DynamoDBLock(LeaseLock):
         )
         if not item:
             return None
-        lease = {k: (v["S"] if "S" in v else float(v["N"])) for k, v in item.items() if k != "lock_id"}
-        lease["expired"] = lease["expires_at"] < self._clock()
-        return lease
+        lease: dict[str, Any] = {}
+        for key, value in item.items():
+            if key != "lock_id":
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    lease[key] = value["S"] if "S" in value else float(value["N"])
+        return _with_expiry(lease, self._clock())
 
     def _try_put(self, lease: dict[str, Any], now: float, force: bool) -> bool:
         item = {**self.key, **{k: _attr(v) for k, v in lease.items()}}
         condition: dict[str, Any] = {}
         if not force:
             condition = {
-                "ConditionExpression": "attribute_not_exists(lock_id) OR expires_at < :now",
+                # a lease without an expiry (written by hand, or half) is no lease
+                "ConditionExpression": "attribute_not_exists(lock_id) OR attribute_not_exists(expires_at) "
+                "OR expires_at < :now",
                 "ExpressionAttributeValues": {":now": _attr(now)},
             }
         try:
@@ -183,6 +204,15 @@ class DynamoDBLock(LeaseLock):
             ExpressionAttributeNames={"#t": "token"},
             ExpressionAttributeValues={":t": {"S": token}},
         )
+
+
+def _with_expiry(lease: dict[str, Any], now: float) -> dict[str, Any]:
+    """The lease with `expired`; one without a numeric expiry counts as expired."""
+    expires = lease.get("expires_at")
+    if not isinstance(expires, int | float):
+        lease["expires_at"] = 0.0
+    lease["expired"] = lease["expires_at"] < now
+    return lease
 
 
 def missing_table(exc: ClientError, table: str, key: str) -> None:
@@ -222,7 +252,11 @@ class FileLock(LeaseLock):
     def _read(handle: Any) -> dict[str, Any] | None:
         handle.seek(0)
         text = handle.read().strip()
-        return json.loads(text) if text else None
+        try:
+            lease = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return {"owner": "?", "operation": "?", "token": "", "expires_at": 0.0}  # unreadable: expired
+        return lease if isinstance(lease, dict) else None
 
     @staticmethod
     def _write(handle: Any, lease: dict[str, Any] | None) -> None:
@@ -236,14 +270,12 @@ class FileLock(LeaseLock):
     def holder(self) -> dict[str, Any] | None:
         with self._locked() as handle:
             lease = self._read(handle)
-        if lease is not None:
-            lease["expired"] = lease["expires_at"] < self._clock()
-        return lease
+        return _with_expiry(lease, self._clock()) if lease is not None else None
 
     def _try_put(self, lease: dict[str, Any], now: float, force: bool) -> bool:
         with self._locked() as handle:
             current = self._read(handle)
-            if current is not None and current["expires_at"] >= now and not force:
+            if current is not None and _with_expiry(current, now)["expires_at"] >= now and not force:
                 return False
             self._write(handle, lease)
         return True

@@ -81,11 +81,6 @@ class Route53Router:
             )
         self._records, self._generation_record = found, generation_record
         weights = {color: int(found[color]["Weight"]) for color in COLORS}
-        if weights["blue"] + weights["green"] == 0:
-            raise BadInput(
-                f"both weighted records of {self.name} have weight 0 (Route53 then answers with both): "
-                "someone set them by hand; `cutover rollback` puts all traffic on the last known good"
-            )
         # Route53 weights are relative (0-255): kept as they are, never rounded, so a hand
         # edit shows as what it is and the next change DELETEs exactly what is live.
         self._known = Traffic(weights["blue"], weights["green"], _parse_generation(generation_record))
@@ -145,6 +140,7 @@ class Route53Router:
             answer = self._call(
                 "changing the weighted records",
                 self.client.change_resource_record_sets,
+                ambiguous=False,  # a change is sent twice only when AWS said it did not apply
                 HostedZoneId=self.zone,
                 ChangeBatch=batch,
             )
@@ -180,9 +176,9 @@ class Route53Router:
             self._sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _call(self, what: str, method: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, method: Any, *, ambiguous: bool = True, **kwargs: Any) -> Any:
         """Call the API through the one retry policy (bounded in time, reported)."""
-        return self.retry.call(f"Route53 {what}", method, **kwargs)
+        return self.retry.call(f"Route53 {what}", method, ambiguous=ambiguous, **kwargs)
 
 
 def _find_txt(records: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from cutover.adapters.locks import missing_table
+from cutover.model import BadInput
 from cutover.release_state import ReleaseState, StateConflict
 from cutover.retry import RetryPolicy
 
@@ -44,7 +45,9 @@ class FileStateStore:
         if not self.path.exists():
             return ReleaseState()
         with self._locked() as handle:
-            return self._read(handle)
+            handle.seek(0)
+            text = handle.read().strip()
+            return _parse(text, str(self.path)) if text else ReleaseState()
 
     def save(self, state: ReleaseState) -> ReleaseState:
         with self._locked() as handle:
@@ -64,8 +67,16 @@ class DynamoDBStateStore:
     """Item `{lock_id: "<env>#release-state", version, state}` in the lock table: the table
     cutover already owns per environment; the item has no `expires_at`, so TTL keeps it."""
 
-    def __init__(self, client: Any, table: str, env: str, retry: RetryPolicy | None = None) -> None:
-        self.client, self.table = client, table
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        env: str,
+        retry: RetryPolicy | None = None,
+        *,
+        setting: str = "lock.table",
+    ) -> None:
+        self.client, self.table, self.setting = client, table, setting
         self.key = {"lock_id": {"S": f"{env}#release-state"}}
         self.retry = retry or RetryPolicy()
 
@@ -73,7 +84,7 @@ class DynamoDBStateStore:
         try:
             return self.retry.call(what, method, TableName=self.table, **kwargs)
         except ClientError as exc:
-            missing_table(exc, self.table, "lock.table")
+            missing_table(exc, self.table, self.setting)
             raise
 
     def load(self) -> ReleaseState:
@@ -83,7 +94,9 @@ class DynamoDBStateStore:
         item = answer.get("Item")
         if not item:
             return ReleaseState()
-        return ReleaseState.from_dict(json.loads(item["state"]["S"]))
+        return _parse(
+            item.get("state", {}).get("S", ""), f"item {self.key['lock_id']['S']} of table {self.table}"
+        )
 
     def save(self, state: ReleaseState) -> ReleaseState:
         saved = dataclasses.replace(state, version=state.version + 1)
@@ -110,3 +123,14 @@ class DynamoDBStateStore:
                 raise StateConflict(f"release state changed since version {state.version}") from exc
             raise
         return saved
+
+
+def _parse(text: str, where: str) -> ReleaseState:
+    """A state that cannot be read is refused with the fix, never guessed at."""
+    try:
+        return ReleaseState.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise BadInput(
+            f"the release state ({where}) is unreadable ({type(exc).__name__}: {exc}): delete it, and "
+            "the next operation records the environment afresh from its live traffic"
+        ) from None
