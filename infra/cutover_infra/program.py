@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 from cutover_infra.components.app import App, AppArgs
 from cutover_infra.components.certificate import Certificate, CertificateArgs
@@ -12,10 +14,10 @@ from cutover_infra.components.cluster import Cluster, ClusterArgs
 from cutover_infra.components.database import Database, DatabaseArgs
 from cutover_infra.components.load_balancer import LoadBalancer, LoadBalancerArgs
 from cutover_infra.components.network import Network, NetworkArgs
-from cutover_infra.components.release_state import ReleaseState, ReleaseStateArgs
+from cutover_infra.components.release_state import CutoverEnv, CutoverEnvArgs, ReleaseState, ReleaseStateArgs
 from cutover_infra.components.traffic import ColorTarget, Traffic, TrafficArgs
 from cutover_infra.config import COLORS, StackConfig
-from cutover_infra.values import cutover_env, resource_name
+from cutover_infra.values import cutover_env, deployed_images, release_state_key, resource_name
 
 
 def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> dict[str, Any]:
@@ -55,6 +57,9 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
     )
     state = ReleaseState(f"{env}-release-state", ReleaseStateArgs(env, config.protect))
     database_url = database.url()
+    images = deployed_images(
+        _release_state_item(env), {color: config.colors[color].image for color in COLORS}
+    )
 
     balancers: dict[str, LoadBalancer] = {}
     apps: dict[str, App] = {}
@@ -79,7 +84,7 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
             AppArgs(
                 color=color,
                 image_repository=config.image_repository,
-                image_tag=config.colors[color].image,
+                image_tag=images[color],
                 replicas=config.colors[color].replicas,
                 database_url=database_url,
                 target_group_arn=balancers[color].target_group.arn,
@@ -125,6 +130,7 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
             colors=v[2],
         )
     )
+    CutoverEnv(f"{env}-cutover-env", CutoverEnvArgs(env, env_output.apply(json.dumps)))
     return {
         "cutover_env": env_output,
         "vpcId": vpc_id,
@@ -135,3 +141,16 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
         "historyTable": state.history.name,
         "serviceUrl": f"https://{config.domain}",
     }
+
+
+def _release_state_item(environment: str) -> str | None:
+    """cutover's release state item, read when the program runs (None before the lock table
+    exists, i.e. on the first `up`)."""
+    try:
+        found = aws.dynamodb.get_table_item(
+            table_name=resource_name(environment, "locks"), key=release_state_key(environment)
+        )
+    except Exception as exc:  # the table does not exist yet, or no access: the committed tags
+        pulumi.log.info(f"no cutover release state to read ({exc}): deploying the committed image tags")
+        return None
+    return str(found.item) if found.item else None

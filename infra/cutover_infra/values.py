@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cutover_infra.budget import DrainBudget
@@ -87,3 +88,23 @@ def cutover_env(
         "aws": {"region": region},
         "colors": colors,
     }
+
+
+def release_state_key(environment: str) -> str:
+    """The lock-table item where `cutover` keeps the environment's release state."""
+    return json.dumps({"lock_id": {"S": f"{environment}#release-state"}})
+
+
+def deployed_images(item: str | None, committed: dict[str, str]) -> dict[str, str]:
+    """The image each color runs: what cutover's release state records (the one source of
+    truth once cutover has operated the environment), else the committed stack config.
+
+    `item` is the DynamoDB item as the getTableItem data source returns it (attribute JSON),
+    or None before the first release. A full `pulumi up` from any clone then deploys what
+    runs, never the tag a checkout happens to hold."""
+    if not item:
+        return dict(committed)
+    attributes = json.loads(item)
+    state = json.loads(attributes.get("state", {}).get("S") or "{}")
+    colors = state.get("colors") or {}
+    return {color: (colors.get(color) or {}).get("image") or committed[color] for color in committed}

@@ -18,6 +18,7 @@ from cutover.adapters.state_store import DynamoDBStateStore, FileStateStore
 from cutover.cancel import CancelScope
 from cutover.envconfig import EnvConfig
 from cutover.machine import ReleaseMachine, Reporter
+from cutover.model import BadInput
 from cutover.ports import Deployer, History, Lock, TrafficRouter
 from cutover.release_state import ReleaseStateStore
 from cutover.retry import RetryPolicy
@@ -71,10 +72,19 @@ def build_deployer(env: EnvConfig) -> Deployer:
     if spec["type"] == "pulumi":
         from cutover.adapters.pulumi_deployer import AutomationStack, PulumiDeployer
 
-        return PulumiDeployer(
-            AutomationStack(spec["stack"], str(_relative(env, spec.get("work_dir", ".")))),
-            spec.get("config_key", "cutover:{color}Image"),
-        )
+        try:
+            stack = AutomationStack(spec["stack"], str(_relative(env, spec.get("work_dir", "."))))
+        except ImportError:
+            raise BadInput(
+                "the `pulumi` deployer needs the Pulumi SDK: `pip install 'cutover[deploy]'` "
+                "(rollback, shift, status and history do not)"
+            ) from None
+        except FileNotFoundError as missing:
+            raise BadInput(
+                f"the `pulumi` deployer needs the Pulumi CLI on PATH ({missing}); "
+                "rollback, shift, status and history do not"
+            ) from None
+        return PulumiDeployer(stack, spec.get("config_key", "cutover:{color}Image"))
     from cutover.adapters.local_deployer import LocalDeployer
 
     return LocalDeployer(_relative(env, spec["state_dir"]), spec["ports"], spec.get("env", {}))

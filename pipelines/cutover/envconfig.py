@@ -57,6 +57,7 @@ AWS_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "endpoint_url": (_STR, False),
     "call_budget_seconds": (_NUM, False),
 }
+COLOR_KEYS = {"endpoint", "urns", "target_group_arn"}  # what the cutover_env output gives per color
 TOP_KEYS = {
     "name",
     "router",
@@ -240,9 +241,9 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
     endpoints: dict[Color, str] = {}
     for color in COLORS:
         entry = colors.get(color)
-        if isinstance(entry, dict) and set(entry) - {"endpoint", "urns"}:
+        if isinstance(entry, dict) and set(entry) - COLOR_KEYS:
             raise BadInput(
-                f"{path}: `colors.{color}.{sorted(set(entry) - {'endpoint', 'urns'})[0]}` is not a known key"
+                f"{path}: `colors.{color}.{sorted(set(entry) - COLOR_KEYS)[0]}` is not a known key"
             )
         endpoint = entry.get("endpoint") if isinstance(entry, dict) else None
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):

@@ -185,6 +185,7 @@ def run_program(
     config: dict[str, str] | None = None,
     secret_keys: list[str] | None = None,
     run: Run | None = None,
+    mocks: type[RecordingMocks] | None = None,
 ) -> Run:
     """The whole program for `stack` under mocks (config from Pulumi.<stack>.yaml unless given)."""
     if config is None:
@@ -194,7 +195,7 @@ def run_program(
     # leave none behind, so give each program run a fresh one.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    pulumi.runtime.set_mocks(RecordingMocks(run), project="cutover", stack=stack, preview=False)
+    pulumi.runtime.set_mocks((mocks or RecordingMocks)(run), project="cutover", stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, secret_keys or [])
 
     active = [True]  # the SDK keeps stack transformations across runs: only record this one

@@ -90,3 +90,13 @@ def test_releases_run_one_at_a_time_per_environment_with_prod_behind_approval() 
     pr = load(SOURCE / "pr.yml")
     assert any(step.get("run") == "make test" for _, step in steps(pr))
     assert any(step.get("with", {}).get("command") == "preview" for _, step in steps(pr))
+
+
+def test_the_rollback_workflow_needs_aws_credentials_alone() -> None:
+    rollback = load(SOURCE / "rollback.yml")
+    runs = [step.get("run", "") for _, step in steps(rollback)]
+    assert "python -m pip install --quiet ." in runs  # the slim install, not `make install`
+    assert not any("make install" in run or "[dev]" in run for run in runs)
+    assert not any("pulumi" in step.get("uses", "") + step.get("run", "") for _, step in steps(rollback))
+    assert not any("PULUMI" in key for key in rollback["jobs"]["rollback"].get("env", {}))
+    assert any("aws ssm get-parameter" in run and "/cutover/$CUTOVER_ENV/cutover-env" in run for run in runs)

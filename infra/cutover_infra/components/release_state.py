@@ -1,4 +1,5 @@
-"""DynamoDB tables for cutover's release lock and history."""
+"""DynamoDB tables for cutover's release lock, release state and history, and the
+`cutover_env` settings published where on-call can read them with AWS credentials alone."""
 
 from __future__ import annotations
 
@@ -47,3 +48,31 @@ class ReleaseState(pulumi.ComponentResource):
             "history", [("env", "S"), ("sort_key", "S")], hash_key="env", range_key="sort_key"
         )
         self.register_outputs({"lockTable": self.locks.name, "historyTable": self.history.name})
+
+
+@dataclass
+class CutoverEnvArgs:
+    environment: str
+    settings: pulumi.Input[str]  # the cutover_env output, as JSON
+
+
+class CutoverEnv(pulumi.ComponentResource):
+    """`cutover_env` as an SSM parameter, `/cutover/<env>/cutover-env`: the rollback workflow
+    writes the environment file from it with the AWS CLI, no Pulumi CLI or backend login."""
+
+    def __init__(self, name: str, args: CutoverEnvArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("cutover:release:CutoverEnv", name, None, opts)
+        self.parameter = aws.ssm.Parameter(
+            f"{name}-parameter",
+            name=parameter_name(args.environment),
+            type="String",
+            value=args.settings,
+            description="cutover's environment settings (pulumi stack output cutover_env)",
+            tags=tags(args.environment),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"parameter": self.parameter.name})
+
+
+def parameter_name(environment: str) -> str:
+    return f"/cutover/{environment}/cutover-env"

@@ -1,0 +1,58 @@
+"""One source of truth for what runs: cutover's release state, written by the CLI against
+a strict moto server, read by the Pulumi program (under mocks, from a fresh checkout)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+
+from tests.infra.harness import RecordingMocks, run_program
+from tests.pipelines.cli_env import Env, cutover
+
+
+def test_a_full_pulumi_up_from_any_clone_deploys_what_cutover_recorded(env: Env) -> None:
+    assert cutover(env, "release", "--image", "v2", "--strategy", "all-at-once").returncode == 0
+    assert cutover(env, "rollback").returncode == 0  # blue v1 live again, green keeps v2 (rejected)
+    weights_before = env.weights()
+    item = env.client("dynamodb").get_item(
+        TableName="locks", Key={"lock_id": {"S": "cli-test#release-state"}}, ConsistentRead=True
+    )["Item"]
+    asked: list[dict[str, Any]] = []
+
+    class ReleaseStateMocks(RecordingMocks):
+        """The engine's answer to the getTableItem data source: the item cutover wrote."""
+
+        def call(
+            self, args: pulumi.runtime.MockCallArgs
+        ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+            if args.token == "aws:dynamodb/getTableItem:getTableItem":
+                asked.append(dict(args.args))
+                return {"item": json.dumps(item)}, []
+            return super().call(args)
+
+    run = run_program("dev", mocks=ReleaseStateMocks)  # Pulumi.dev.yaml commits v1.4.1 for both
+
+    assert asked == [
+        {"tableName": "cutover-dev-locks", "key": json.dumps({"lock_id": {"S": "dev#release-state"}})}
+    ]
+    tags = {
+        r.inputs["values"]["color"]: r.inputs["values"]["image"]["tag"]
+        for r in run.of_type("kubernetes:helm.sh/v3:Release")
+        if r.inputs.get("chart", "").endswith("charts/ledger")
+    }
+    assert tags == {"blue": "v1", "green": "v2"}  # what runs, not the committed v1.4.1
+    weighted = [r for r in run.of_type("aws:route53/record:Record") if "weighted" in r.name]
+    assert len(weighted) == 2 and all("weightedRoutingPolicies" in r.ignore_changes for r in weighted)
+    assert env.weights() == weights_before  # the program never touched the live weights
+
+
+def test_before_the_first_release_the_committed_tags_are_deployed() -> None:
+    run = run_program("dev")  # the data source finds nothing (mocks answer empty)
+    tags = {
+        r.inputs["values"]["image"]["tag"]
+        for r in run.of_type("kubernetes:helm.sh/v3:Release")
+        if r.inputs.get("chart", "").endswith("charts/ledger")
+    }
+    assert tags == {"v1.4.1"}
