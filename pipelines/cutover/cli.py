@@ -32,14 +32,49 @@ from cutover.model import COLORS, BadInput, Traffic, parse_color, parse_strategy
 from cutover.ports import Record
 from cutover.release_state import ReleaseState, adopt, rollback_target
 
+EXAMPLES = """Examples:
+
+  cutover status   --env prod
+  cutover release  --env prod --image v1.4.2 --strategy canary:10,50,pause,100 --bake 120
+  cutover release  --env prod --image v1.4.2 --dry-run
+  cutover promote  --env prod      (from another shell: go on past `pause`)
+  cutover rollback --env prod      (all traffic to the last known good, one atomic change)
+  cutover history  --env prod --json
+
+Exit codes: 0 done; 1 failed, traffic restored; 2 refused, nothing changed; 3 locked;
+4 failed, traffic NOT restored (act now); 130/143 cancelled, traffic restored."""
+
 app = typer.Typer(
     name="cutover",
     help="Blue/green releases: release, shift, rollback, and see where traffic is.",
-    add_completion=False,
+    epilog=EXAMPLES,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"cutover {version('cutover')}")
+        except PackageNotFoundError:
+            print("cutover (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Blue/green releases: release, shift, rollback, and see where traffic is."""
+
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -150,11 +185,15 @@ def release(
         str | None, typer.Option("--image", help="image tag to release (with --resume: optional)")
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help="all-at-once | canary:10,50,100 | linear:25")
+        str, typer.Option(help="all-at-once | canary:10,50,100 | canary:10,50,pause,100 | linear:25")
     ] = "canary:10,50,100",
     bake: Annotated[float | None, typer.Option(help="seconds to bake after each partial step")] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="finish a release that left traffic split")
+        bool, typer.Option("--resume", help="finish the interrupted release (its own image and color)")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="print the plan (colors, image, steps, gates) and change nothing"),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -167,6 +206,12 @@ def release(
         raise BadInput("--image must not be empty")
     if bake is not None and not 0 <= bake <= MAX_BAKE_SECONDS:  # also refuses nan and inf
         raise BadInput(f"--bake must be from 0 to {MAX_BAKE_SECONDS} seconds (got {bake:g})")
+    if dry_run:
+        plan = _machine(env, with_deployer=False, cancel=_scope).plan(
+            image.strip() if image else None, steps, bake=bake, resume=resume
+        )
+        _print_plan(plan, as_json)
+        return
     cancel = _operation("release", env)
     machine = _machine(env, with_deployer=True, cancel=cancel)
     _finish(machine.release(image.strip() if image else None, steps, bake=bake, resume=resume), as_json)
@@ -206,12 +251,113 @@ def rollback(
     _finish(machine.rollback(force=force, break_lock=break_lock), as_json)
 
 
+def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    _scope.settle()
+    if as_json:
+        out.print_json(json.dumps(plan))
+        return
+    table = Table(title=f"cutover release --dry-run: {plan['env']} (nothing is changed)")
+    table.add_column("step")
+    table.add_column("what")
+    rows = [
+        ("traffic now", f"blue {plan['traffic']['blue']} / green {plan['traffic']['green']}"),
+        (
+            "image",
+            f"{plan['image']} to {plan['to_color']}" + ("" if plan["deploy"] else " (already deployed)"),
+        ),
+        (
+            "gates",
+            f"{plan['from_color']} healthy; {plan['to_color']} ready {plan['gates']['ready_successes']}x, smoke checks",
+        ),
+        ("steps", f"{plan['steps']}, {plan['bake_seconds']:g}s bake after each partial step"),
+        ("on failure", f"traffic back to blue {plan['traffic']['blue']} / green {plan['traffic']['green']}"),
+        ("rollback goes to", str(plan["rollback_to"] or "nowhere: no known good build")),
+    ]
+    for step, what in rows:
+        table.add_row(step, escape(what))
+    out.print(table)
+
+
+def _record_decision(env: str, decision: str, as_json: bool) -> None:
+    """promote / abort: what the release waiting at `pause` does next."""
+    from cutover.machine import default_actor
+    from cutover.release_state import StateConflict, decide
+
+    _context.update(command=decision, env=env)
+    config = envconfig.load(env)
+    store = build_state_store(config)
+    for _attempt in range(3):
+        state = store.load()
+        inflight = state.release
+        if inflight is None or not inflight.paused:
+            raise BadInput(
+                f"no release is waiting at a `pause` in {config.name}: nothing to {decision} "
+                f"(`cutover status {_env_flag()}` shows what runs)"
+            )
+        try:
+            store.save(decide(state, decision, default_actor()))
+            break
+        except StateConflict:
+            continue
+    else:
+        raise BadInput(f"the release state kept changing while recording {decision}: try again")
+    interval = config.gates.health_interval
+    message = (
+        f"{decision} recorded for release {inflight.record_id} ({inflight.image} to {inflight.to_color}); "
+        f"it acts on it at its next check (every {interval:g}s)"
+    )
+    _scope.settle()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "operation": decision,
+                    "outcome": "recorded",
+                    "exit_code": 0,
+                    "release": inflight.record_id,
+                    "reason": message,
+                }
+            )
+        )
+    err.print(f"cutover: {message}", markup=False)
+
+
 @app.command()
-def status(env: EnvOption, as_json: JsonOption = False) -> None:
+def promote(env: EnvOption, as_json: JsonOption = False) -> None:
+    """Let the release waiting at a `pause` step go on to its next weight."""
+    _record_decision(env, "promote", as_json)
+
+
+@app.command()
+def abort(env: EnvOption, as_json: JsonOption = False) -> None:
+    """Make the release waiting at a `pause` step restore traffic and stop (it exits 1)."""
+    _record_decision(env, "abort", as_json)
+
+
+@app.command()
+def status(
+    env: EnvOption,
+    watch: Annotated[
+        float, typer.Option("--watch", min=0, help="repeat every SECONDS until Ctrl-C (0: once)")
+    ] = 0,
+    as_json: JsonOption = False,
+) -> None:
     """Where traffic is, what each color runs and whether it is healthy; the lock; the last
-    operation. Exits 1 when a color that takes traffic is unhealthy."""
+    operation. Exits 1 when a color that takes traffic is unhealthy (with --watch: as of the
+    last look, after Ctrl-C... which exits 130 as any cancel does)."""
     _context.update(command="status", env=env)
     config = envconfig.load(env)
+    if not watch:
+        raise typer.Exit(_status_once(config, as_json))
+    while True:  # Ctrl-C (or SIGTERM) ends it: main() prints the cancel
+        if not as_json:
+            out.print(f"[dim]{datetime.now(UTC).strftime('%H:%M:%S UTC')}[/dim]")
+        _status_once(config, as_json, settle=False)
+        time.sleep(watch)
+
+
+def _status_once(config: envconfig.EnvConfig, as_json: bool, *, settle: bool = True) -> int:
+    """Print one status report; returns its exit code."""
     traffic = build_router(config).read()
     state = build_state_store(config).load()
     if not state.version:  # what the first operation will record
@@ -250,9 +396,10 @@ def status(env: EnvOption, as_json: JsonOption = False) -> None:
         "last_operation": _record_dict(last),
         "explanation": explain(traffic, state, lock, last),
     }
-    _scope.settle()
+    if settle:
+        _scope.settle()
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print(json.dumps(report), markup=False, soft_wrap=True, highlight=False)
     else:
         table = Table(title=f"cutover status: {config.name}")
         for column in ("color", "traffic", "image", "verified", "health", "endpoint"):
@@ -269,7 +416,7 @@ def status(env: EnvOption, as_json: JsonOption = False) -> None:
             )
         out.print(table)
         out.print(report["explanation"], markup=False)
-    raise typer.Exit(0 if serving_healthy else 1)
+    return 0 if serving_healthy else 1
 
 
 def _share(percent: float) -> str:

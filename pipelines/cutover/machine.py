@@ -35,7 +35,7 @@ from typing import Any
 
 from cutover import retry
 from cutover.cancel import Cancelled, CancelScope
-from cutover.model import COLORS, BadInput, Color, Traffic, other
+from cutover.model import COLORS, PAUSE, BadInput, Color, Traffic, describe_steps, other
 from cutover.ports import (
     Clock,
     ConcurrentChange,
@@ -57,6 +57,7 @@ from cutover.release_state import (
     deployed,
     end_release,
     finish_release,
+    pause,
     rollback_target,
     rolled_back,
 )
@@ -72,6 +73,7 @@ class State(StrEnum):
     SMOKE_TESTING = "smoke testing"
     SHIFTING = "shifting traffic"
     BAKING = "baking"
+    PAUSED = "waiting for promote"
     VERIFYING = "verifying"
     RESTORING = "restoring traffic"
     SUCCEEDED = "succeeded"
@@ -96,8 +98,9 @@ STATE_CHART: dict[State, frozenset[State]] = {
     S.DEPLOYING: frozenset({S.WAITING_READY}) | _ENDS,
     S.WAITING_READY: frozenset({S.SMOKE_TESTING}) | _ENDS,
     S.SMOKE_TESTING: frozenset({S.SHIFTING, S.VERIFYING}) | _ENDS,
-    S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.VERIFYING, S.SUCCEEDED, S.RESTORING}) | _ENDS,
-    S.BAKING: frozenset({S.SHIFTING, S.RESTORING}) | _ENDS,
+    S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.PAUSED, S.VERIFYING, S.SUCCEEDED, S.RESTORING}) | _ENDS,
+    S.BAKING: frozenset({S.SHIFTING, S.PAUSED, S.RESTORING}) | _ENDS,
+    S.PAUSED: frozenset({S.SHIFTING, S.RESTORING}) | _ENDS,
     S.VERIFYING: frozenset({S.SUCCEEDED, S.RESTORING}) | _ENDS,
     S.RESTORING: _ENDS,
     S.SUCCEEDED: frozenset(),
@@ -121,6 +124,7 @@ class Gates:
     bake_seconds: float = 60.0  # after each partial step, while gating on health
     health_interval: float = 2.0
     sync_timeout: float = 300.0
+    pause_timeout: float = 86_400.0  # the longest a `pause` step waits for `cutover promote`
     restore_seconds: float = 60.0  # the most a restore after a failure may take
     cancel_seconds: float = 6.0  # ... after SIGINT/SIGTERM (CI sends SIGTERM 7.5 s after SIGINT)
 
@@ -301,7 +305,11 @@ class ReleaseMachine:
             if not passed:
                 raise StepFailed(f"smoke checks failed on {target}: {why}")
             current = before
-            for weight in steps:
+            for number, weight in enumerate(steps):
+                if weight == PAUSE:
+                    if current.weight(target) < steps[number + 1]:  # resuming past it: skip
+                        self._await_promote(target, current)
+                    continue
                 if weight <= current.weight(target):
                     continue  # resuming: this step was already taken
                 current = self._shift(current, target, weight)
@@ -318,6 +326,40 @@ class ReleaseMachine:
             return current
 
         return self._operate("release", run)
+
+    def plan(
+        self, image: str | None, steps: tuple[int, ...], *, bake: float | None = None, resume: bool = False
+    ) -> dict[str, Any]:
+        """What `release` would do, read-only: no lock, no write (`release --dry-run`).
+        Raises Refused or BadInput where the release itself would refuse."""
+        before = self.router.read()
+        self._release = self.states.load()
+        if not self._release.version:
+            self._release = adopt(self._release, before, {}, self._wall())
+        if not before.written_by_cutover:
+            raise Refused(f"the live weights ({before}) were not written by cutover: a release would refuse")
+        if not resume and not (image or "").strip():
+            raise BadInput("--image must not be empty")
+        probe = Record(
+            id="dry-run", operation="release", actor=self.actor, env=self.env, started_at=0, from_traffic={}
+        )
+        target, chosen = self._release_target(before, image, resume, probe)
+        good = rollback_target(self._release)
+        return {
+            "operation": "release",
+            "dry_run": True,
+            "env": self.env,
+            "traffic": before.as_dict(),
+            "image": chosen,
+            "from_color": other(target),
+            "to_color": target,
+            "deploy": before.weight(target) == 0,
+            "steps": describe_steps(steps),
+            "bake_seconds": self.gates.bake_seconds if bake is None else bake,
+            "gates": dataclasses.asdict(self.gates),
+            "rollback_to": str(good) if good else None,
+            "resumes": probe.details.get("resumes"),
+        }
 
     def shift(self, color: Color, weight: int) -> Result:
         """One manual step: `color` gets `weight`, with the same gates as a release."""
@@ -755,6 +797,7 @@ class ReleaseMachine:
 
     def _bake(self, color: Color, seconds: float) -> None:
         end = self.clock.now() + seconds
+        said = seconds
         while True:
             self.lock.ensure_held()
             passed, why = self.health.ready(color)
@@ -763,7 +806,37 @@ class ReleaseMachine:
             left = end - self.clock.now()
             if left <= 0:
                 return
+            if said - left >= 10 or (left < said and left <= 5):  # a countdown, a line every 10 s
+                self.reporter.note(f"baking: {left:.0f}s left, {color} healthy")
+                said = left
             self.clock.sleep(min(self.gates.health_interval, left))
+
+    def _await_promote(self, color: Color, current: Traffic) -> None:
+        """A `pause` step: hold here, gating on health, until `cutover promote` (go on) or
+        `cutover abort` (restore) from another shell or CI job."""
+        self._enter(
+            S.PAUSED,
+            f"{color} at {current.weight(color)}%: `cutover promote` goes on, `cutover abort` restores",
+        )
+        self._save_state(lambda st: pause(st, True))
+        deadline = self.clock.now() + self.gates.pause_timeout
+        while True:
+            self.lock.ensure_held()
+            passed, why = self.health.ready(color)
+            if not passed:
+                raise StepFailed(f"{color} failed its health gate while waiting for promote: {why}")
+            self._release = self.states.load()
+            inflight = self._release.release
+            decision = inflight.decision if inflight else None
+            if decision == "abort":
+                raise StepFailed(f"aborted by {inflight.decided_by if inflight else '?'} at the pause")
+            if decision == "promote":
+                self.reporter.note(f"promoted by {inflight.decided_by if inflight else '?'}")
+                self._save_state(lambda st: pause(st, False))
+                return
+            if self.clock.now() > deadline:
+                raise StepFailed(f"no `cutover promote` within {self.gates.pause_timeout:g}s")
+            self.clock.sleep(self.gates.health_interval)
 
     # ------------------------------------------------------------------ restore
 

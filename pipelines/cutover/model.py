@@ -101,7 +101,9 @@ class Traffic:
         )
 
 
-_CANARY = re.compile(r"^canary:(\d{1,3}(?:,\d{1,3})*)$")
+PAUSE = 0  # a step that moves nothing and waits for `cutover promote` (or `cutover abort`)
+
+_CANARY = re.compile(r"^canary:((?:\d{1,3}|pause)(?:,(?:\d{1,3}|pause))*)$")
 _LINEAR = re.compile(r"^linear:(\d{1,3})$")
 
 
@@ -109,19 +111,33 @@ def parse_strategy(text: str) -> tuple[int, ...]:
     """The weights the new color takes, step by step, ending at 100.
 
     `all-at-once` -> (100,); `canary:10,50,100` -> (10, 50, 100) (strictly increasing, 100
-    appended when missing); `linear:25` -> (25, 50, 75, 100).
+    appended when missing); `canary:10,50,pause,100` -> (10, 50, PAUSE, 100): after 50% it
+    waits for `cutover promote`; `linear:25` -> (25, 50, 75, 100).
     """
     value = text.strip()
     if value == "all-at-once":
         return (100,)
     if match := _CANARY.match(value):
-        steps = tuple(int(part) for part in match[1].split(","))
-        if any(not 1 <= s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+        parts = match[1].split(",")
+        steps = tuple(PAUSE if part == "pause" else int(part) for part in parts)
+        weights = [s for s in steps if s != PAUSE]
+        if not weights or any(not 1 <= w <= 100 for w in weights) or weights != sorted(set(weights)):
             raise BadInput(f"canary steps must be increasing weights from 1 to 100 (got {value!r})")
+        if parts[0] == "pause" or "pause,pause" in match[1] or (parts[-1] == "pause" and weights[-1] == 100):
+            raise BadInput(
+                f"`pause` goes between two weights, once (e.g. canary:10,50,pause,100) (got {value!r})"
+            )
         return steps if steps[-1] == 100 else (*steps, 100)
     if match := _LINEAR.match(value):
         step = int(match[1])
         if not 1 <= step <= 100:
             raise BadInput(f"linear step must be from 1 to 100 (got {value!r})")
         return (*range(step, 100, step), 100)
-    raise BadInput(f"strategy must be all-at-once, canary:<w1,w2,...> or linear:<step> (got {value!r})")
+    raise BadInput(
+        f"strategy must be all-at-once, canary:<w1,w2,...> (with `pause` between two weights) "
+        f"or linear:<step> (got {value!r})"
+    )
+
+
+def describe_steps(steps: tuple[int, ...]) -> str:
+    return ", ".join("pause" if s == PAUSE else f"{s}%" for s in steps)

@@ -55,6 +55,9 @@ class InFlight:
     to_color: Color
     from_traffic: dict[str, int]
     started_at: float
+    paused: bool = False  # waiting at a `pause` step
+    decision: str | None = None  # "promote" or "abort", set by `cutover promote|abort`
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,3 +184,17 @@ def rollback_target(state: ReleaseState) -> Build | None:
     if not build.verified or build.image != good.image:
         return None
     return good
+
+
+def pause(state: ReleaseState, paused: bool) -> ReleaseState:
+    """The release in flight starts (or stops) waiting at a pause; a decision is consumed."""
+    assert state.release is not None
+    inflight = dataclasses.replace(state.release, paused=paused, decision=None, decided_by=None)
+    return dataclasses.replace(state, release=inflight)
+
+
+def decide(state: ReleaseState, decision: str, actor: str) -> ReleaseState:
+    """`cutover promote` / `cutover abort` for the release waiting at a pause."""
+    assert state.release is not None and state.release.paused
+    inflight = dataclasses.replace(state.release, decision=decision, decided_by=actor)
+    return dataclasses.replace(state, release=inflight)

@@ -1,0 +1,100 @@
+"""A manual gate (`pause`, then `cutover promote` or `cutover abort` from another shell),
+the release plan (`--dry-run`), and the small things a CLI owes its users."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from cutover.model import PAUSE, BadInput, parse_strategy
+from tests.pipelines.cli_env import Env, as_json, cutover, start_cutover
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def paused(env: Env) -> bool:
+    state = as_json(cutover(env, "status", "--json"))["release_in_flight"]
+    return bool(state and state["paused"])
+
+
+@pytest.mark.parametrize(
+    ("decision", "code", "weights"),
+    [("promote", 0, {"blue": 0, "green": 100}), ("abort", 1, {"blue": 100, "green": 0})],
+)
+def test_a_pause_waits_for_promote_or_abort_from_another_shell(
+    env: Env, decision: str, code: int, weights: dict[str, int]
+) -> None:
+    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,pause,100", "--json")
+    try:
+        wait_for(lambda: paused(env) or release.poll() is not None)
+        assert release.poll() is None, release.communicate()
+        time.sleep(1.0)
+        assert env.weights() == {"blue": 90, "green": 10}  # it holds at 10% until told
+        told = cutover(env, decision, "--json")
+        assert told.returncode == 0, told.stderr
+        assert as_json(told)["outcome"] == "recorded"
+        out, err = release.communicate(timeout=60)
+    finally:
+        if release.poll() is None:
+            release.kill()
+    assert release.returncode == code, err
+    assert env.weights() == weights
+    if decision == "abort":
+        assert "aborted by" in json.loads(out)["reason"]
+
+
+def test_promote_without_a_paused_release_is_refused(env: Env) -> None:
+    refused = cutover(env, "promote", "--json")
+    assert refused.returncode == 2 and "no release is waiting" in as_json(refused)["reason"]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(env: Env) -> None:
+    records, items = env.records(), env.history_items()
+    planned = cutover(
+        env, "release", "--image", "v2", "--strategy", "canary:10,50,pause,100", "--dry-run", "--json"
+    )
+    assert planned.returncode == 0, planned.stderr
+    plan = as_json(planned)
+    assert (plan["from_color"], plan["to_color"], plan["image"]) == ("blue", "green", "v2")
+    assert plan["steps"] == "10%, 50%, pause, 100%" and plan["rollback_to"].startswith("blue")
+    table = cutover(env, "release", "--image", "v2", "--dry-run")
+    assert table.returncode == 0 and "nothing is changed" in table.stdout
+    assert env.records() == records and env.history_items() == items
+    assert env.deployer.current_image("green") is None and env.lock_item() is None
+
+
+def test_version_and_examples_in_help() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cutover", *args], capture_output=True, text=True, timeout=60
+        )
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("cutover ")
+    helped = run("--help")
+    assert "Examples:" in helped.stdout and "cutover rollback --env prod" in helped.stdout
+    assert "--install-completion" in helped.stdout
+
+
+def test_status_exits_1_when_a_color_with_traffic_is_unhealthy(env: Env) -> None:
+    assert cutover(env, "status").returncode == 0
+    env.deployer.stop("blue")  # blue has all the traffic
+    assert cutover(env, "status", "--json").returncode == 1
+
+
+def test_pause_in_a_strategy() -> None:
+    assert parse_strategy("canary:10,50,pause,100") == (10, 50, PAUSE, 100)
+    assert parse_strategy("canary:10,pause") == (10, PAUSE, 100)
+    for bad in ("canary:pause,10", "canary:10,pause,pause,50", "canary:10,100,pause", "canary:pause"):
+        with pytest.raises(BadInput):
+            parse_strategy(bad)
