@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 
 from cutover.model import Color
@@ -29,15 +29,23 @@ DEFAULT_SMOKE_CHECKS = (
 def _request(method: str, url: str, timeout: float) -> tuple[int, str]:
     """(status, body) of one request; a 4xx/5xx is an answer, not an error.
 
-    The standard library's client, not httpx: `cutover rollback` starts as a fresh process
-    at 3 a.m., and every import is on the clock.
+    http.client, not httpx nor urllib.request: `cutover rollback` starts as a fresh process
+    at 3 a.m., and every import is on the clock. Redirects are not followed: a health
+    endpoint answers for itself.
     """
-    request = urllib.request.Request(url, method=method)  # noqa: S310 (http(s) URLs from the env file)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OSError(f"not an http(s) URL: {url}")
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            return int(answer.status), answer.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as answer:
-        return int(answer.code), answer.read().decode("utf-8", "replace")
+        connection.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        answer = connection.getresponse()
+        return int(answer.status), answer.read().decode("utf-8", "replace")
+    except http.client.HTTPException as exc:  # a garbled answer is as bad as none
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        connection.close()
 
 
 class HttpHealth:
