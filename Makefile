@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # checkov pins many packages of its own, so it gets a virtualenv of its own.
 CHECKOV := .tools/checkov/bin/checkov
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean prometheus
 
 install: $(STAMP)
 
@@ -25,8 +25,12 @@ $(CHECKOV):
 demo: $(STAMP)
 	$(BIN)/cutover rehearse
 
-test: $(STAMP) $(CHECKOV)
+test: $(STAMP) $(CHECKOV) prometheus
 	$(BIN)/python -m pytest
+
+# A real Prometheus for the canary-analysis tests (Debian's package; root, as in CI).
+prometheus:
+	@command -v prometheus >/dev/null || (apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

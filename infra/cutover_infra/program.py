@@ -106,14 +106,18 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
         ),
     )
 
+    n = len(COLORS)
     colors_out = pulumi.Output.all(
-        *[apps[c].release.urn for c in COLORS], *[balancers[c].target_group.arn for c in COLORS]
+        *[apps[c].release.urn for c in COLORS],
+        *[balancers[c].target_group.arn for c in COLORS],
+        *[balancers[c].alb.arn for c in COLORS],
     ).apply(
         lambda v: {
             color: {
                 "endpoint": f"https://{color}.{config.domain}",
                 "urns": [v[i]],
-                "target_group_arn": v[len(COLORS) + i],
+                "target_group_arn": v[n + i],
+                "load_balancer_arn": v[2 * n + i],  # with the target group: CloudWatch's dimensions
             }
             for i, color in enumerate(COLORS)
         }

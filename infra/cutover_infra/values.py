@@ -86,6 +86,16 @@ def cutover_env(
         "lock": {"type": "dynamodb", "table": lock_table, "lease_seconds": 60},
         "history": {"type": "dynamodb", "table": history_table},
         "aws": {"region": region},
+        # Canary analysis on each color's ALB target group metrics (ALB metrics arrive about
+        # a minute late, hence the lag). Tune per environment in the environment file.
+        "analysis": {
+            "type": "cloudwatch",
+            "lag_seconds": 60,
+            "window_seconds": 300,
+            "min_requests": 100,
+            "max_error_rate_increase": 0.01,
+            "max_p99_increase_seconds": 0.1,
+        },
         "colors": colors,
     }
 

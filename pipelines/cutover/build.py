@@ -16,15 +16,23 @@ from cutover.adapters.history import DynamoDBHistory, FileHistory
 from cutover.adapters.http_health import HttpHealth
 from cutover.adapters.locks import DynamoDBLock, FileLock
 from cutover.adapters.state_store import DynamoDBStateStore, FileStateStore
+from cutover.analysis import CanaryAnalysis, MetricsSource
 from cutover.cancel import CancelScope
 from cutover.envconfig import EnvConfig
 from cutover.machine import ReleaseMachine, Reporter
-from cutover.model import BadInput
+from cutover.model import COLORS, BadInput
 from cutover.ports import Deployer, History, Lock, TrafficRouter
 from cutover.release_state import ReleaseStateStore
 from cutover.retry import RetryPolicy
 
 Note = Callable[[str], None]
+THRESHOLD_NAMES = (
+    "max_error_rate_increase",
+    "max_p99_increase_seconds",
+    "max_p99_seconds",
+    "min_requests",
+    "window_seconds",
+)
 
 
 @functools.cache
@@ -97,7 +105,13 @@ def build_deployer(env: EnvConfig) -> Deployer:
         return PulumiDeployer(stack, spec.get("config_key", "cutover:{color}Image"))
     from cutover.adapters.local_deployer import LocalDeployer
 
-    return LocalDeployer(_relative(env, spec["state_dir"]), spec["ports"], spec.get("env", {}))
+    per_image: dict[str, dict[str, str]] = spec.get("image_env", {})
+    return LocalDeployer(
+        _relative(env, spec["state_dir"]),
+        spec["ports"],
+        spec.get("env", {}),
+        image_env=lambda image: per_image.get(image, {}),
+    )
 
 
 def build_lock(env: EnvConfig, note: Note | None = None) -> Lock:
@@ -138,14 +152,54 @@ def build_state_store(env: EnvConfig, note: Note | None = None) -> ReleaseStateS
     return FileStateStore(_relative(env, spec["path"]).with_name("release-state.json"))
 
 
+def build_analysis(env: EnvConfig) -> CanaryAnalysis | None:
+    """Canary analysis on metrics, when the environment file has an `analysis` section."""
+    spec = env.analysis
+    if not spec:
+        return None
+    from cutover.analysis import Thresholds
+
+    defaults = Thresholds()
+    p99_ceiling = spec.get("max_p99_seconds", defaults.max_p99_seconds)
+    thresholds = Thresholds(
+        max_error_rate_increase=float(spec.get("max_error_rate_increase", defaults.max_error_rate_increase)),
+        max_p99_increase_seconds=float(
+            spec.get("max_p99_increase_seconds", defaults.max_p99_increase_seconds)
+        ),
+        min_requests=int(spec.get("min_requests", defaults.min_requests)),
+        window_seconds=float(spec.get("window_seconds", defaults.window_seconds)),
+        max_p99_seconds=None if p99_ceiling is None else float(p99_ceiling),
+    )
+    source: MetricsSource
+    if spec["type"] == "prometheus":
+        from cutover.adapters.prometheus_metrics import PrometheusMetrics
+
+        options = {k: spec[k] for k in ("selector", "excluded_routes") if k in spec}
+        source = PrometheusMetrics(spec["url"], **options)
+    else:
+        from cutover.adapters.cloudwatch_metrics import AlbTarget, CloudWatchMetrics
+
+        targets = {
+            color: AlbTarget(env.colors[color]["load_balancer_arn"], env.colors[color]["target_group_arn"])
+            for color in COLORS
+        }
+        source = CloudWatchMetrics(
+            targets, client=aws_client(env, "cloudwatch"), lag_seconds=float(spec.get("lag_seconds", 60))
+        )
+    return CanaryAnalysis(source, thresholds)
+
+
 def build_machine(
     env: EnvConfig,
     reporter: Reporter | None = None,
     router: TrafficRouter | None = None,
     *,
     with_deployer: bool = True,
+    with_analysis: bool | None = None,
     cancel: CancelScope | None = None,
 ) -> ReleaseMachine:
+    """`with_deployer` (release) builds the deployer; `with_analysis` (default: the same) the
+    canary analysis: rollback, shift and status build neither."""
     reporter = reporter or Reporter()
     return ReleaseMachine(
         env.name,
@@ -156,6 +210,7 @@ def build_machine(
         HttpHealth(env.endpoints, env.smoke_checks),
         env.gates,
         states=build_state_store(env, reporter.note),
+        analysis=build_analysis(env) if (with_deployer if with_analysis is None else with_analysis) else None,
         reporter=reporter,
         cancel=cancel,
     )

@@ -116,14 +116,18 @@ class ConsoleReporter(Reporter):
         err.print(f"[dim]{time.monotonic() - self.started:6.1f}s    {escape(message)}[/dim]")
 
 
-def _machine(env: str, *, with_deployer: bool, cancel: CancelScope) -> ReleaseMachine:
+def _machine(
+    env: str, *, with_deployer: bool, cancel: CancelScope, with_analysis: bool | None = None
+) -> ReleaseMachine:
     """The machine for `env`, after a read of the traffic records: an environment whose
     records are missing is refused here, before any progress output or lock."""
     config = envconfig.load(env)
     reporter = ConsoleReporter()
     router = build_router(config, reporter.note)
     router.read()
-    return build_machine(config, reporter, router, with_deployer=with_deployer, cancel=cancel)
+    return build_machine(
+        config, reporter, router, with_deployer=with_deployer, with_analysis=with_analysis, cancel=cancel
+    )
 
 
 def _env_flag() -> str:
@@ -207,7 +211,7 @@ def release(
     if bake is not None and not 0 <= bake <= MAX_BAKE_SECONDS:  # also refuses nan and inf
         raise BadInput(f"--bake must be from 0 to {MAX_BAKE_SECONDS} seconds (got {bake:g})")
     if dry_run:
-        plan = _machine(env, with_deployer=False, cancel=_scope).plan(
+        plan = _machine(env, with_deployer=False, with_analysis=True, cancel=_scope).plan(
             image.strip() if image else None, steps, bake=bake, resume=resume
         )
         _print_plan(plan, as_json)

@@ -44,7 +44,12 @@ SECTION_KEYS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] = 
     },
     ("router", "envoy"): {"layout": (_DICT, True)},
     ("deployer", "pulumi"): {"stack": (_STR, True), "work_dir": (_STR, False), "config_key": (_STR, False)},
-    ("deployer", "local"): {"state_dir": (_STR, True), "ports": (_DICT, True), "env": (_DICT, False)},
+    ("deployer", "local"): {
+        "state_dir": (_STR, True),
+        "ports": (_DICT, True),
+        "env": (_DICT, False),
+        "image_env": (_DICT, False),  # per image tag, extra environment (rehearsing a bad build)
+    },
     ("lock", "dynamodb"): {"table": (_STR, True), "lease_seconds": (_NUM, False)},
     ("lock", "file"): {"path": (_STR, True), "lease_seconds": (_NUM, False)},
     ("history", "dynamodb"): {"table": (_STR, True)},
@@ -52,12 +57,33 @@ SECTION_KEYS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] = 
     ("state", "dynamodb"): {"table": (_STR, True)},
     ("state", "file"): {"path": (_STR, True)},
 }
+_THRESHOLD_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "max_error_rate_increase": (_NUM, False),
+    "max_p99_increase_seconds": (_NUM, False),
+    "max_p99_seconds": (_NUM, False),
+    "min_requests": (_NUM, False),
+    "window_seconds": (_NUM, False),
+}
+ANALYSIS_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "prometheus": {
+        "url": (_STR, True),
+        "selector": (_STR, False),
+        "excluded_routes": (_STR, False),
+        **_THRESHOLD_KEYS,
+    },
+    "cloudwatch": {"lag_seconds": (_NUM, False), **_THRESHOLD_KEYS},
+}
 AWS_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
     "region": (_STR, False),
     "endpoint_url": (_STR, False),
     "call_budget_seconds": (_NUM, False),
 }
-COLOR_KEYS = {"endpoint", "urns", "target_group_arn"}  # what the cutover_env output gives per color
+COLOR_KEYS = {
+    "endpoint",
+    "urns",
+    "target_group_arn",
+    "load_balancer_arn",
+}  # what the cutover_env output gives per color
 TOP_KEYS = {
     "name",
     "router",
@@ -69,6 +95,7 @@ TOP_KEYS = {
     "gates",
     "smoke_checks",
     "aws",
+    "analysis",
 }
 
 
@@ -82,6 +109,8 @@ class EnvConfig:
     history: dict[str, Any]
     endpoints: dict[Color, str]
     state: dict[str, Any] = field(default_factory=dict)  # default: beside the lock
+    analysis: dict[str, Any] = field(default_factory=dict)  # none: health gates only
+    colors: dict[str, dict[str, Any]] = field(default_factory=dict)
     gates: Gates = field(default_factory=Gates)
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     aws: dict[str, Any] = field(default_factory=dict)
@@ -179,6 +208,14 @@ def _check_contents(path: Path, sections: dict[str, dict[str, Any]], aws: dict[s
         for key, value in (deployer.get("env") or {}).items():
             if not isinstance(value, str):
                 raise BadInput(f"{path}: `deployer.env.{key}` must be a string (got {value!r})")
+        for image, extra in (deployer.get("image_env") or {}).items():
+            if not isinstance(extra, dict):
+                raise BadInput(f"{path}: `deployer.image_env.{image}` must map variables to strings")
+            for key, value in extra.items():
+                if not isinstance(value, str):
+                    raise BadInput(
+                        f"{path}: `deployer.image_env.{image}.{key}` must be a string (got {value!r})"
+                    )
     endpoint = aws.get("endpoint_url")
     if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
         raise BadInput(f"{path}: `aws.endpoint_url` must be an http(s) URL (got {endpoint!r})")
@@ -249,6 +286,16 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise BadInput(f"{path}: `colors.{color}.endpoint` must be an http(s) URL (got {endpoint!r})")
         endpoints[color] = endpoint
+    analysis = raw.get("analysis") or {}
+    if analysis:
+        if not isinstance(analysis, dict) or analysis.get("type") not in ANALYSIS_KEYS:
+            raise BadInput(f"{path}: `analysis.type` must be one of {', '.join(ANALYSIS_KEYS)}")
+        _check_keys(path, "analysis", analysis, ANALYSIS_KEYS[analysis["type"]])
+        if analysis["type"] == "cloudwatch":
+            for color in COLORS:
+                for key in ("load_balancer_arn", "target_group_arn"):
+                    if not isinstance((colors.get(color) or {}).get(key), str):
+                        raise BadInput(f"{path}: `colors.{color}.{key}` is needed by the cloudwatch analysis")
     gates_raw = raw.get("gates") or {}
     if not isinstance(gates_raw, dict):
         raise BadInput(f"{path}: `gates` must be an object")
@@ -274,6 +321,8 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         lock=sections["lock"],
         history=sections["history"],
         state=sections.get("state", {}),
+        analysis=dict(analysis),
+        colors={color: dict(colors[color]) for color in COLORS},
         endpoints=endpoints,
         gates=gates,
         smoke_checks=smoke,

@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from cutover import retry
+from cutover.analysis import CanaryAnalysis
 from cutover.cancel import Cancelled, CancelScope
 from cutover.model import COLORS, PAUSE, BadInput, Color, Traffic, describe_steps, other
 from cutover.ports import (
@@ -223,6 +224,7 @@ class ReleaseMachine:
         gates: Gates = Gates(),
         *,
         states: ReleaseStateStore,
+        analysis: CanaryAnalysis | None = None,
         reporter: Reporter | None = None,
         clock: Clock | None = None,
         actor: str | None = None,
@@ -237,6 +239,7 @@ class ReleaseMachine:
         self.health = health
         self.gates = gates
         self.states = states
+        self.analysis = analysis  # None: health gates only
         self.reporter = reporter or Reporter()
         self.clock = clock or SystemClock()
         self.actor = actor or default_actor()
@@ -245,6 +248,7 @@ class ReleaseMachine:
         self._state = S.LOCKING
         self.transitions: list[tuple[State, State]] = []
         self._steps: list[dict[str, Any]] = []
+        self._steps_analysis: list[dict[str, Any]] = []  # every canary verdict, in order
         self._warnings: list[str] = []
         self._release: ReleaseState = ReleaseState()
         self._last_written: Traffic | None = None  # the state our last change produced
@@ -358,6 +362,7 @@ class ReleaseMachine:
             "bake_seconds": self.gates.bake_seconds if bake is None else bake,
             "gates": dataclasses.asdict(self.gates),
             "rollback_to": str(good) if good else None,
+            "analysis": dataclasses.asdict(self.analysis.thresholds) if self.analysis else None,
             "resumes": probe.details.get("resumes"),
         }
 
@@ -455,6 +460,7 @@ class ReleaseMachine:
             from_traffic={},
         )
         self._state, self._steps, self._warnings = S.LOCKING, [], []
+        self._steps_analysis = []
         self._last_written = self._pending = self._pending_base = None
         self._target = None
         with retry.deadline() as limit:
@@ -588,6 +594,8 @@ class ReleaseMachine:
         record.finished_at = self._wall()
         record.seconds = round(self.clock.now() - started, 3)
         record.details["steps"] = self._steps
+        if self._steps_analysis:
+            record.details["analysis"] = self._steps_analysis[-5:]
         if self._warnings:
             record.details["warnings"] = self._warnings
         if before is not None or self._state != S.REFUSED:
@@ -803,6 +811,7 @@ class ReleaseMachine:
             passed, why = self.health.ready(color)
             if not passed:
                 raise StepFailed(f"{color} failed its health gate while baking: {why}")
+            self._analyse(color)
             left = end - self.clock.now()
             if left <= 0:
                 return
@@ -810,6 +819,23 @@ class ReleaseMachine:
                 self.reporter.note(f"baking: {left:.0f}s left, {color} healthy")
                 said = left
             self.clock.sleep(min(self.gates.health_interval, left))
+
+    def _analyse(self, color: Color) -> None:
+        """Canary analysis: `color` against the other on 5xx share and p99. A breach (or
+        metrics that cannot be read) fails the gate: traffic is restored."""
+        if self.analysis is None:
+            return
+        try:
+            verdict = self.analysis.check(color, other(color))
+        except Exception as exc:
+            raise StepFailed(f"canary analysis could not read its metrics: {exc}") from exc
+        self._steps_analysis.append(verdict.as_dict())
+        if not verdict.passed:
+            raise StepFailed(f"canary analysis: {verdict.reason}")
+        if verdict.conclusive:
+            self.reporter.note(f"analysis ok: {verdict.reason}")
+        else:
+            self.reporter.note(f"analysis: no verdict yet ({verdict.reason})")
 
     def _await_promote(self, color: Color, current: Traffic) -> None:
         """A `pause` step: hold here, gating on health, until `cutover promote` (go on) or

@@ -48,6 +48,20 @@ BAD: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
     (lambda s: s["colors"]["blue"].update(endpont="https://x"), "`colors.blue.endpont` is not a known key"),
     (lambda s: s.update(extra=1), "`extra` is not a known key"),
     (lambda s: s["history"].update(type="s3"), "`history.type` must be one of dynamodb, file"),
+    (
+        lambda s: s.update(analysis={"type": "datadog"}),
+        "`analysis.type` must be one of prometheus, cloudwatch",
+    ),
+    (lambda s: s.update(analysis={"type": "prometheus"}), "`analysis.url` is missing"),
+    (
+        lambda s: s.update(analysis={"type": "prometheus", "url": "http://p", "min_request": 5}),
+        "`analysis.min_request`",
+    ),
+    (lambda s: s.update(analysis={"type": "cloudwatch"}), "`colors.blue.load_balancer_arn` is needed"),
+    (
+        lambda s: s["deployer"].update(image_env={"v2": {"X": 1}}),
+        "`deployer.image_env.v2.X` must be a string",
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cutover.analysis import CanaryAnalysis, MetricsError, Thresholds
 from cutover.cancel import CancelScope
 from cutover.machine import STATE_CHART, Gates, ReleaseMachine, Reporter, State
 from cutover.model import COLORS, Traffic
@@ -26,6 +27,7 @@ from tests.pipelines.fakes import (
     MemoryStateStore,
     ScriptedHealth,
 )
+from tests.pipelines.metrics_fixtures import Request, SeriesSource
 
 GATES = Gates(
     ready_successes=2, ready_interval=1, ready_timeout=10, bake_seconds=6, health_interval=2, sync_timeout=5
@@ -504,3 +506,71 @@ def test_weights_both_zero_are_a_split_that_rollback_repairs() -> None:
     assert m.shift("blue", 100).state == State.REFUSED
     result = m.rollback()
     assert result.state == State.SUCCEEDED and router.traffic.same_weights(Traffic.all_on("blue"))
+
+
+def analysed(source: SeriesSource) -> CanaryAnalysis:
+    return CanaryAnalysis(source, Thresholds(min_requests=20, window_seconds=60))
+
+
+def test_a_canary_that_breaches_its_error_budget_is_restored_and_says_why() -> None:
+    source = SeriesSource()
+    source.series["blue"] = [Request(200, 0.01)] * 200
+    source.series["green"] = [Request(200, 0.01)] * 95 + [Request(500, 0.01)] * 5  # ready, 5% failing
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, history = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    result = m.release("v2", (10, 50, 100), bake=6)
+    assert result.state == State.FAILED and router.traffic.same_weights(Traffic.all_on("blue"))
+    assert result.reason.startswith("canary analysis: green 5xx share 5.0% vs blue 0.0%")
+    assert "> 1.0 allowed" in result.reason
+    assert history.records[result.record_id].details["analysis"][-1]["passed"] is False
+
+
+def test_a_slower_canary_is_restored_on_p99() -> None:
+    source = SeriesSource()
+    source.series["blue"] = [Request(200, 0.05)] * 200
+    source.series["green"] = [Request(200, 0.35)] * 200  # 300 ms slower
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, _ = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    result = m.release("v2", (10, 100), bake=6)
+    assert result.state == State.FAILED and "p99" in result.reason
+
+
+def test_too_few_requests_is_no_verdict_and_a_broken_source_fails_the_gate() -> None:
+    source = SeriesSource()
+    source.series["green"] = [Request(500, 0.01)] * 3  # 3 requests: nothing to judge yet
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, _ = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    assert m.release("v2", (10, 100), bake=6).state == State.SUCCEEDED
+    source.fail = MetricsError("prometheus unreachable")
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, _ = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    failed = m.release("v2", (10, 100), bake=6)
+    assert failed.state == State.FAILED and "could not read its metrics" in failed.reason
+    assert router.traffic.same_weights(Traffic.all_on("blue"))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    green_errors=st.integers(0, 30),
+    blue_errors=st.integers(0, 10),
+    green_latency=st.sampled_from([0.01, 0.05, 0.2, 0.5]),
+)
+def test_a_release_ends_restored_exactly_when_the_analysis_finds_a_breach(
+    green_errors: int, blue_errors: int, green_latency: float
+) -> None:
+    source = SeriesSource()
+    source.series["blue"] = [Request(500, 0.05)] * blue_errors + [Request(200, 0.05)] * (200 - blue_errors)
+    source.series["green"] = [Request(500, green_latency)] * green_errors + [Request(200, green_latency)] * (
+        200 - green_errors
+    )
+    verdict = analysed(source).check("green", "blue")
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, _ = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    result = m.release("v2", (10, 100), bake=6)
+    assert (result.state == State.FAILED) == (not verdict.passed)
+    assert router.traffic.same_weights(Traffic.all_on("blue" if not verdict.passed else "green"))
