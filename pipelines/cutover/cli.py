@@ -88,6 +88,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object 
 
 MAX_BAKE_SECONDS = 86_400  # a day: longer is a mistake, and holds the lock as long
 
+
+def emit_json(document: Any) -> None:
+    """One JSON document on one line of stdout (a stream of them with `status --watch`)."""
+    out.print(json.dumps(document), markup=False, soft_wrap=True, highlight=False)
+
+
 # Set by a command once it knows them, for the lines main() prints on every exit path.
 _context: dict[str, str] = {"command": "", "env": ""}
 
@@ -159,7 +165,7 @@ def next_step(result: Result) -> str:
 def _finish(result: Result, as_json: bool) -> None:
     _scope.settle()  # the outcome is decided: a signal now must not change the exit code
     if as_json:
-        out.print_json(json.dumps({**result.as_dict(), "next": next_step(result)}))
+        emit_json({**result.as_dict(), "next": next_step(result)})
     for warning in result.warnings:
         err.print(f"cutover: warning: {warning}", markup=False)
     if result.exit_code == 0:
@@ -258,7 +264,7 @@ def rollback(
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
     _scope.settle()
     if as_json:
-        out.print_json(json.dumps(plan))
+        emit_json(plan)
         return
     table = Table(title=f"cutover release --dry-run: {plan['env']} (nothing is changed)")
     table.add_column("step")
@@ -312,16 +318,14 @@ def _record_decision(env: str, decision: str, as_json: bool) -> None:
     )
     _scope.settle()
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "operation": decision,
-                    "outcome": "recorded",
-                    "exit_code": 0,
-                    "release": inflight.record_id,
-                    "reason": message,
-                }
-            )
+        emit_json(
+            {
+                "operation": decision,
+                "outcome": "recorded",
+                "exit_code": 0,
+                "release": inflight.record_id,
+                "reason": message,
+            }
         )
     err.print(f"cutover: {message}", markup=False)
 
@@ -403,7 +407,7 @@ def _status_once(config: envconfig.EnvConfig, as_json: bool, *, settle: bool = T
     if settle:
         _scope.settle()
     if as_json:
-        out.print(json.dumps(report), markup=False, soft_wrap=True, highlight=False)
+        emit_json(report)
     else:
         table = Table(title=f"cutover status: {config.name}")
         for column in ("color", "traffic", "image", "verified", "health", "endpoint"):
@@ -493,7 +497,7 @@ def history(
     records = build_history(envconfig.load(env)).recent(limit)
     _scope.settle()
     if as_json:
-        out.print_json(json.dumps([_record_dict(r) for r in records]))
+        emit_json([_record_dict(r) for r in records])
         return
     table = Table(title="cutover history")
     for column in ("when (UTC)", "operation", "by", "from", "to", "outcome", "seconds"):
@@ -540,7 +544,7 @@ def rehearse(
     plan = Plan.short(faults) if short else Plan(faults=faults)
     report = Rehearsal(plan, reporter.note, reporter).run()
     if as_json:
-        out.print_json(json.dumps(report))
+        emit_json(report)
     else:
         render(report, out)
     raise typer.Exit(0 if report.get("passed") else 1)
@@ -577,17 +581,15 @@ def _fail(code: int, outcome: str, message: str, as_json: bool) -> int:
     """An exit before any operation ran (nothing changed): one line, and JSON when asked."""
     _scope.settle()
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "operation": _context["command"] or None,
-                    "outcome": outcome,
-                    "exit_code": code,
-                    "reason": message,
-                    "before": None,
-                    "after": None,
-                }
-            )
+        emit_json(
+            {
+                "operation": _context["command"] or None,
+                "outcome": outcome,
+                "exit_code": code,
+                "reason": message,
+                "before": None,
+                "after": None,
+            }
         )
     err.print(f"cutover: {message}", markup=False)
     return code

@@ -4,6 +4,7 @@ the release plan (`--dry-run`), and the small things a CLI owes its users."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -98,3 +99,14 @@ def test_pause_in_a_strategy() -> None:
     for bad in ("canary:pause,10", "canary:10,pause,pause,50", "canary:10,100,pause", "canary:pause"):
         with pytest.raises(BadInput):
             parse_strategy(bad)
+
+
+def test_status_watch_repeats_until_ctrl_c(env: Env) -> None:
+    watching = start_cutover(env, "status", "--watch", "0.3", "--json")
+    time.sleep(4)
+    watching.send_signal(signal.SIGINT)
+    out, err = watching.communicate(timeout=20)
+    assert watching.returncode == 130, err
+    reports = [json.loads(line) for line in out.splitlines() if line.startswith('{"env"')]
+    assert len(reports) >= 2 and all(r["active"] == "blue" for r in reports)
+    assert json.loads(out.splitlines()[-1])["outcome"] == "cancelled"  # the last line says how it ended
