@@ -17,7 +17,13 @@ from cutover_infra.components.network import Network, NetworkArgs
 from cutover_infra.components.release_state import CutoverEnv, CutoverEnvArgs, ReleaseState, ReleaseStateArgs
 from cutover_infra.components.traffic import ColorTarget, Traffic, TrafficArgs
 from cutover_infra.config import COLORS, StackConfig
-from cutover_infra.values import cutover_env, deployed_images, release_state_key, resource_name
+from cutover_infra.values import (
+    cutover_env,
+    deployed_images,
+    ecr_repository,
+    release_state_key,
+    resource_name,
+)
 
 
 def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> dict[str, Any]:
@@ -136,6 +142,8 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
     )
     CutoverEnv(f"{env}-cutover-env", CutoverEnvArgs(env, env_output.apply(json.dumps)))
     return {
+        # what each color runs, pinned: cutover's Pulumi deployer records it in the release state
+        "imageDigests": _image_digests(config.image_repository, images),
         "cutover_env": env_output,
         "vpcId": vpc_id,
         "databaseAddress": database.instance.address,
@@ -158,3 +166,20 @@ def _release_state_item(environment: str) -> str | None:
         pulumi.log.info(f"no cutover release state to read ({exc}): deploying the committed image tags")
         return None
     return str(found.item) if found.item else None
+
+
+def _image_digests(
+    repository: str, images: dict[str, str]
+) -> dict[str, pulumi.Output[str]] | dict[str, None]:
+    """The digest of each color's image when it lives in ECR (the lookup fails the update if
+    the tag does not exist: better before the deploy than in a crash-looping pod)."""
+    ecr = ecr_repository(repository)
+    if ecr is None:
+        return {color: None for color in COLORS}
+    registry, name = ecr
+    return {
+        color: aws.ecr.get_image_output(
+            registry_id=registry, repository_name=name, image_tag=images[color]
+        ).image_digest
+        for color in COLORS
+    }

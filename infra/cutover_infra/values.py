@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from cutover_infra.budget import DrainBudget
@@ -118,3 +119,14 @@ def deployed_images(item: str | None, committed: dict[str, str]) -> dict[str, st
     state = json.loads(attributes.get("state", {}).get("S") or "{}")
     colors = state.get("colors") or {}
     return {color: (colors.get(color) or {}).get("image") or committed[color] for color in committed}
+
+
+_ECR = re.compile(
+    r"^(?P<registry>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/(?P<name>[a-z0-9._/-]+)$"
+)
+
+
+def ecr_repository(image_repository: str) -> tuple[str, str] | None:
+    """(registry id, repository name) of an ECR repository URL, or None for any other registry."""
+    match = _ECR.match(image_repository)
+    return (match["registry"], match["name"]) if match else None

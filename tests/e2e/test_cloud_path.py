@@ -30,6 +30,8 @@ def test_a_full_pulumi_up_from_any_clone_deploys_what_cutover_recorded(env: Env)
             if args.token == "aws:dynamodb/getTableItem:getTableItem":
                 asked.append(dict(args.args))
                 return {"item": json.dumps(item)}, []
+            if args.token == "aws:ecr/getImage:getImage":
+                return {"imageDigest": f"sha256:{args.args['imageTag']}"}, []
             return super().call(args)
 
     run = run_program("dev", mocks=ReleaseStateMocks)  # Pulumi.dev.yaml commits v1.4.1 for both
@@ -43,6 +45,7 @@ def test_a_full_pulumi_up_from_any_clone_deploys_what_cutover_recorded(env: Env)
         if r.inputs.get("chart", "").endswith("charts/ledger")
     }
     assert tags == {"blue": "v1", "green": "v2"}  # what runs, not the committed v1.4.1
+    assert run.outputs["imageDigests"] == {"blue": "sha256:v1", "green": "sha256:v2"}
     weighted = [r for r in run.of_type("aws:route53/record:Record") if "weighted" in r.name]
     assert len(weighted) == 2 and all("weightedRoutingPolicies" in r.ignore_changes for r in weighted)
     assert env.weights() == weights_before  # the program never touched the live weights

@@ -62,3 +62,15 @@ def test_without_exported_targets_nothing_is_changed() -> None:
     with pytest.raises(RuntimeError, match=r"cutover_env\.colors\.green\.urns"):
         PulumiDeployer(stack).deploy("green", "v2", lambda _line: None)
     assert stack.config["cutover:greenImage"] == "v0" and stack.ups == []
+
+
+def test_the_digest_the_program_exports_is_returned_for_the_release_state() -> None:
+    outputs = {
+        "cutover_env": {"colors": {"green": {"urns": GREEN_URNS}}},
+        "imageDigests": {"blue": "sha256:" + "a" * 64, "green": "sha256:" + "b" * 64},
+    }
+    assert (
+        PulumiDeployer(FakeStack(outputs=outputs)).deploy("green", "v2", lambda _l: None)
+        == "sha256:" + "b" * 64
+    )
+    assert PulumiDeployer(FakeStack()).deploy("green", "v2", lambda _l: None) is None  # not in ECR: unknown

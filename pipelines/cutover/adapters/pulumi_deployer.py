@@ -1,5 +1,7 @@
 """Deployer through the Pulumi Automation API: set the color's image in the stack config,
-then `pulumi up` targeted at that color's resources only.
+then `pulumi up` targeted at that color's resources only. The program itself deploys what
+cutover's release state records (the config is its fallback before the first release), and
+exports the digest of each color's image, which `deploy` returns for the release state.
 
 The Automation API drives the Pulumi CLI, which this package does not ship: the logic here
 talks to a small `Stack` protocol; `AutomationStack` is the real one, tests use a fake.
@@ -48,7 +50,7 @@ class PulumiDeployer:
             )
         return [str(urn) for urn in urns]
 
-    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> None:
+    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> str | None:
         targets = self.targets(color)  # before touching config: fail with nothing changed
         previous = self.current_image(color)
         self.stack.set_config(self._key(color), image)
@@ -63,6 +65,8 @@ class PulumiDeployer:
             if previous is not None:
                 self.stack.set_config(self._key(color), previous)
             raise RuntimeError(f"pulumi up for {color} ended {result}")
+        digest = (self.stack.outputs().get("imageDigests") or {}).get(color)
+        return str(digest) if digest else None  # the machine records it in the release state
 
 
 class AutomationStack:
