@@ -9,17 +9,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from cutover import retry
 from cutover.retry import RetryBudgetExhausted, RetryPolicy
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
+from tests.pipelines.fakes import FakeClock as Clock
 
 
 def error(code: str, status: int = 400) -> ClientError:

@@ -230,6 +230,19 @@ def _attr(value: Any) -> dict[str, str]:
     return {"S": str(value)}
 
 
+@contextlib.contextmanager
+def flocked(path: Path) -> Iterator[Any]:
+    """`path` open for reading and writing (created if missing) under an exclusive flock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "r+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class FileLock(LeaseLock):
     """The lease as a JSON file; every read-modify-write happens under flock."""
 
@@ -237,16 +250,8 @@ class FileLock(LeaseLock):
         super().__init__(**kwargs)
         self.path = Path(path)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        with os.fdopen(fd, "r+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield handle
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[Any]:
+        return flocked(self.path)
 
     @staticmethod
     def _read(handle: Any) -> dict[str, Any] | None:

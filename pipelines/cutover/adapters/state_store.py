@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cutover.adapters.locks import missing_table
+from cutover.adapters.locks import flocked, missing_table
 from cutover.model import BadInput
 from cutover.release_state import ReleaseState, StateConflict
 from cutover.retry import RetryPolicy
@@ -27,13 +25,8 @@ class FileStateStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        with os.fdopen(fd, "r+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield handle
+    def _locked(self) -> contextlib.AbstractContextManager[Any]:
+        return flocked(self.path)
 
     @staticmethod
     def _read(handle: Any) -> ReleaseState:
