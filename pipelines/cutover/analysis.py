@@ -157,6 +157,12 @@ def _count(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _above(value: float, limit: float) -> bool:
+    """`value` is over `limit` by more than float rounding (exactly at the limit passes:
+    4/100 against 3/100 is +1 point, not +1.0000000000000009)."""
+    return value > limit + 1e-9 * max(1.0, abs(limit))
+
+
 def judge(
     canary: ColorMetrics,
     baseline: ColorMetrics,
@@ -191,7 +197,7 @@ def judge(
             f"{c} 5xx share {_pct(canary.error_rate)} vs {b} {_pct(baseline.error_rate)}: "
             f"{increase * 100:+.1f} points"
         )
-        if increase > t.max_error_rate_increase:
+        if _above(increase, t.max_error_rate_increase):
             breaches.append(f"{text} > {allowed_points} allowed {n}")
         else:
             notes.append(f"{text} (<= {allowed_points} allowed)")
@@ -200,7 +206,7 @@ def judge(
             f"{c} 5xx share {_pct(canary.error_rate)} ({b} served {_count(baseline.requests)} "
             f"requests, too few to compare: absolute limit)"
         )
-        if canary.error_rate > t.max_error_rate_increase:
+        if _above(canary.error_rate, t.max_error_rate_increase):
             breaches.append(
                 f"{text}: {_pct(canary.error_rate)} > {_pct(t.max_error_rate_increase)} allowed {n}"
             )
@@ -216,7 +222,7 @@ def judge(
             f"{c} p99 {_ms(canary.p99_seconds)} vs {b} {_ms(baseline.p99_seconds)}: "
             f"{'+' if delta >= 0 else '-'}{_ms(abs(delta))}"
         )
-        if delta > t.max_p99_increase_seconds:
+        if _above(delta, t.max_p99_increase_seconds):
             breaches.append(f"{text} > {_ms(t.max_p99_increase_seconds)} allowed {n}")
         else:
             notes.append(f"{text} (<= {_ms(t.max_p99_increase_seconds)} allowed)")
@@ -227,7 +233,7 @@ def judge(
     # Latency, absolute (when configured).
     if canary.p99_seconds is not None and t.max_p99_seconds is not None:
         text = f"{c} p99 {_ms(canary.p99_seconds)}"
-        if canary.p99_seconds > t.max_p99_seconds:
+        if _above(canary.p99_seconds, t.max_p99_seconds):
             breaches.append(f"{text} > {_ms(t.max_p99_seconds)} allowed (absolute) {n}")
         else:
             notes.append(f"{text} <= {_ms(t.max_p99_seconds)} allowed (absolute)")

@@ -189,6 +189,14 @@ def build_analysis(env: EnvConfig) -> CanaryAnalysis | None:
     return CanaryAnalysis(source, thresholds)
 
 
+def build_analysis_or_refuse(env: EnvConfig) -> CanaryAnalysis | None:
+    """build_analysis, with a value its parts refuse turned into one line naming `analysis`."""
+    try:
+        return build_analysis(env)
+    except ValueError as bad:
+        raise BadInput(f"{env.path}: `analysis` has a value its metrics source refuses: {bad}") from None
+
+
 def build_machine(
     env: EnvConfig,
     reporter: Reporter | None = None,
@@ -210,7 +218,9 @@ def build_machine(
         HttpHealth(env.endpoints, env.smoke_checks),
         env.gates,
         states=build_state_store(env, reporter.note),
-        analysis=build_analysis(env) if (with_deployer if with_analysis is None else with_analysis) else None,
+        analysis=build_analysis_or_refuse(env)
+        if (with_deployer if with_analysis is None else with_analysis)
+        else None,
         reporter=reporter,
         cancel=cancel,
     )

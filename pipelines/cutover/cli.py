@@ -11,6 +11,7 @@ on stderr says what to run next whenever there is something to do.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 import time
@@ -27,13 +28,13 @@ from cutover import envconfig
 from cutover.adapters.http_health import HttpHealth
 from cutover.build import build_history, build_lock, build_machine, build_router, build_state_store
 from cutover.cancel import Cancelled, CancelScope
-from cutover.machine import ReleaseMachine, Reporter, Result, State
+from cutover.machine import Refused, ReleaseMachine, Reporter, Result, State
 from cutover.model import COLORS, BadInput, Traffic, parse_color, parse_strategy
-from cutover.ports import Record
+from cutover.ports import LockHeld, Record
 from cutover.release_state import ReleaseState, adopt, rollback_target
 
-EXAMPLES = """Examples:
-
+EXAMPLES = """\b
+Examples:
   cutover status   --env prod
   cutover release  --env prod --image v1.4.2 --strategy canary:10,50,pause,100 --bake 120
   cutover release  --env prod --image v1.4.2 --dry-run
@@ -41,6 +42,7 @@ EXAMPLES = """Examples:
   cutover rollback --env prod      (all traffic to the last known good, one atomic change)
   cutover history  --env prod --json
 
+\b
 Exit codes: 0 done; 1 failed, traffic restored; 2 refused, nothing changed; 3 locked;
 4 failed, traffic NOT restored (act now); 130/143 cancelled, traffic restored."""
 
@@ -195,8 +197,12 @@ def release(
         str | None, typer.Option("--image", help="image tag to release (with --resume: optional)")
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help="all-at-once | canary:10,50,100 | canary:10,50,pause,100 | linear:25")
-    ] = "canary:10,50,100",
+        str | None,
+        typer.Option(
+            help="all-at-once | canary:10,50,100 (the default) | canary:10,50,pause,100 | linear:25; "
+            "--resume runs the interrupted release's own"
+        ),
+    ] = None,
     bake: Annotated[float | None, typer.Option(help="seconds to bake after each partial step")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="finish the interrupted release (its own image and color)")
@@ -209,7 +215,7 @@ def release(
 ) -> None:
     """Deploy IMAGE to the idle color and move traffic to it, step by step."""
     _context.update(command="release", env=env)
-    steps = parse_strategy(strategy)
+    steps = parse_strategy(strategy) if strategy is not None else None
     if image is None and not resume:
         raise BadInput("Missing option '--image': name the image tag to release")
     if image is not None and not image.strip():
@@ -217,9 +223,24 @@ def release(
     if bake is not None and not 0 <= bake <= MAX_BAKE_SECONDS:  # also refuses nan and inf
         raise BadInput(f"--bake must be from 0 to {MAX_BAKE_SECONDS} seconds (got {bake:g})")
     if dry_run:
-        plan = _machine(env, with_deployer=False, with_analysis=True, cancel=_scope).plan(
-            image.strip() if image else None, steps, bake=bake, resume=resume
-        )
+        machine = _machine(env, with_deployer=False, with_analysis=True, cancel=_scope)
+        try:
+            plan = machine.plan(image.strip() if image else None, steps, bake=bake, resume=resume)
+        except LockHeld as held:
+            _scope.settle()
+            message = f"the release would be locked out: {held}"
+            if as_json:
+                emit_json(
+                    {
+                        "operation": "release",
+                        "dry_run": True,
+                        "outcome": "locked",
+                        "exit_code": 3,
+                        "reason": message,
+                    }
+                )
+            err.print(f"cutover: {message}", markup=False)
+            raise typer.Exit(3) from None
         _print_plan(plan, as_json)
         return
     cancel = _operation("release", env)
@@ -291,11 +312,12 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
 def _record_decision(env: str, decision: str, as_json: bool) -> None:
     """promote / abort: what the release waiting at `pause` does next."""
     from cutover.machine import default_actor
-    from cutover.release_state import StateConflict, decide
+    from cutover.release_state import DecisionTaken, StateConflict, decide
 
     _context.update(command=decision, env=env)
     config = envconfig.load(env)
     store = build_state_store(config)
+    holder = build_lock(config).holder()
     for _attempt in range(3):
         state = store.load()
         inflight = state.release
@@ -304,9 +326,17 @@ def _record_decision(env: str, decision: str, as_json: bool) -> None:
                 f"no release is waiting at a `pause` in {config.name}: nothing to {decision} "
                 f"(`cutover status {_env_flag()}` shows what runs)"
             )
+        if holder is None or holder.get("expired") or holder.get("operation") != "release":
+            raise BadInput(
+                f"release {inflight.record_id} paused, but no release is running (its lock is "
+                f"{'expired' if holder else 'free'}): finish it with `cutover release --resume {_env_flag()}` "
+                f"or go back with `cutover rollback {_env_flag()}`"
+            )
         try:
             store.save(decide(state, decision, default_actor()))
             break
+        except DecisionTaken as taken:
+            raise BadInput(f"release {inflight.record_id}: {taken}; the first decision stands") from None
         except StateConflict:
             continue
     else:
@@ -346,21 +376,35 @@ def abort(env: EnvOption, as_json: JsonOption = False) -> None:
 def status(
     env: EnvOption,
     watch: Annotated[
-        float, typer.Option("--watch", min=0, help="repeat every SECONDS until Ctrl-C (0: once)")
+        float,
+        typer.Option(
+            "--watch", min=0, max=3600, help="repeat every SECONDS (up to 3600) until Ctrl-C (0: once)"
+        ),
     ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Where traffic is, what each color runs and whether it is healthy; the lock; the last
-    operation. Exits 1 when a color that takes traffic is unhealthy (with --watch: as of the
-    last look, after Ctrl-C... which exits 130 as any cancel does)."""
+    operation. Exits 1 when a color that takes traffic is unhealthy. With --watch it repeats
+    until Ctrl-C (exit 130, as any cancel), riding out a failed look with one line."""
     _context.update(command="status", env=env)
     config = envconfig.load(env)
-    if not watch:
+    if not watch or not math.isfinite(watch):
+        if watch:
+            raise BadInput(f"--watch must be a number of seconds up to 3600 (got {watch})")
         raise typer.Exit(_status_once(config, as_json))
     while True:  # Ctrl-C (or SIGTERM) ends it: main() prints the cancel
         if not as_json:
             out.print(f"[dim]{datetime.now(UTC).strftime('%H:%M:%S UTC')}[/dim]")
-        _status_once(config, as_json, settle=False)
+        try:
+            _status_once(config, as_json, settle=False)
+        except Exception as exc:  # AWS or a color unreachable for a moment: say so, look again
+            if as_json:
+                emit_json(
+                    {"operation": "status", "outcome": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+                )
+            err.print(
+                f"cutover: status failed this time ({type(exc).__name__}: {exc}); retrying", markup=False
+            )
         time.sleep(watch)
 
 
@@ -457,6 +501,11 @@ def explain(traffic: Traffic, state: ReleaseState, lock: dict[str, Any] | None, 
             lines.append(f"{what} did not finish (it is running, or its process died).")
         else:
             lines.append(f"{what}: {last.outcome}" + (f" ({last.reason})." if last.reason else "."))
+    if inflight is not None and inflight.paused and lock and not lock.get("expired"):
+        lines.append(
+            f"Release {inflight.record_id} of {inflight.image} to {inflight.to_color} is waiting at a `pause`: "
+            "`cutover promote` lets it go on, `cutover abort` restores traffic."
+        )
     if inflight is not None and (lock is None or lock.get("expired")):
         lines.append(
             f"Release {inflight.record_id} of {inflight.image} to {inflight.to_color} was interrupted: "
@@ -537,8 +586,11 @@ def rehearse(
     as_json: JsonOption = False,
 ) -> None:
     """A full blue/green release and an on-call rollback of ledger on this machine, under load."""
-    from cutover.rehearsal.rehearse import Plan, Rehearsal
-    from cutover.rehearsal.summary import render
+    try:
+        from cutover.rehearsal.rehearse import Plan, Rehearsal
+        from cutover.rehearsal.summary import render
+    except ImportError as missing:
+        raise BadInput(f"the rehearsal needs `pip install 'cutover[local]'` ({missing})") from None
 
     reporter = ConsoleReporter()
     plan = Plan.short(faults) if short else Plan(faults=faults)
@@ -561,7 +613,7 @@ def main(argv: list[str] | None = None, scope: CancelScope | None = None) -> int
     _context.update(command=next((a for a in args if not a.startswith("-")), ""), env="")
     try:
         code = app(args=args, standalone_mode=False)
-    except BadInput as bad:
+    except (BadInput, Refused) as bad:
         return _fail(2, "refused", str(bad), as_json)
     except Cancelled as cancelled:  # before an operation started (after, it ends in a Result)
         _scope.settle()

@@ -221,6 +221,26 @@ def _check_contents(path: Path, sections: dict[str, dict[str, Any]], aws: dict[s
         raise BadInput(f"{path}: `aws.endpoint_url` must be an http(s) URL (got {endpoint!r})")
 
 
+def _check_analysis(path: Path, analysis: dict[str, Any]) -> None:
+    """Values a metrics source would only reject at the first bake."""
+    for key in ("max_error_rate_increase", "max_p99_increase_seconds", "max_p99_seconds", "window_seconds"):
+        if key in analysis and not math.isfinite(float(analysis[key])):
+            raise BadInput(f"{path}: `analysis.{key}` must be a finite number")
+    if "max_error_rate_increase" in analysis and not 0 <= analysis["max_error_rate_increase"] <= 1:
+        raise BadInput(f"{path}: `analysis.max_error_rate_increase` is a share from 0 to 1 (0.01 is 1 point)")
+    requests = analysis.get("min_requests", 1)
+    if not isinstance(requests, int) or isinstance(requests, bool) or requests < 1:
+        raise BadInput(f"{path}: `analysis.min_requests` must be a whole number from 1 (got {requests!r})")
+    if analysis["type"] == "prometheus":
+        if not analysis["url"].startswith(("http://", "https://")):
+            raise BadInput(f"{path}: `analysis.url` must be an http(s) URL (got {analysis['url']!r})")
+        selector = analysis.get("selector", '{color="%s"}')
+        if selector.count("%s") != 1 or not selector.startswith("{") or not selector.endswith("}"):
+            raise BadInput(
+                f'{path}: `analysis.selector` must be a label selector with one %s, like {{color="%s"}}'
+            )
+
+
 def _smoke_checks(path: Path, raw: Any) -> tuple[SmokeCheck, ...]:
     if not isinstance(raw, list):
         raise BadInput(f"{path}: `smoke_checks` must be a list of checks")
@@ -291,11 +311,18 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         if not isinstance(analysis, dict) or analysis.get("type") not in ANALYSIS_KEYS:
             raise BadInput(f"{path}: `analysis.type` must be one of {', '.join(ANALYSIS_KEYS)}")
         _check_keys(path, "analysis", analysis, ANALYSIS_KEYS[analysis["type"]])
+        _check_analysis(path, analysis)
         if analysis["type"] == "cloudwatch":
             for color in COLORS:
-                for key in ("load_balancer_arn", "target_group_arn"):
-                    if not isinstance((colors.get(color) or {}).get(key), str):
-                        raise BadInput(f"{path}: `colors.{color}.{key}` is needed by the cloudwatch analysis")
+                for key, kind in (
+                    ("load_balancer_arn", ":loadbalancer/app/"),
+                    ("target_group_arn", ":targetgroup/"),
+                ):
+                    value = (colors.get(color) or {}).get(key)
+                    if not isinstance(value, str) or not value.startswith("arn:") or kind not in value:
+                        raise BadInput(
+                            f"{path}: `colors.{color}.{key}` must be the ALB's ARN, needed by the cloudwatch analysis"
+                        )
     gates_raw = raw.get("gates") or {}
     if not isinstance(gates_raw, dict):
         raise BadInput(f"{path}: `gates` must be an object")

@@ -36,7 +36,7 @@ from typing import Any
 from cutover import retry
 from cutover.analysis import CanaryAnalysis
 from cutover.cancel import Cancelled, CancelScope
-from cutover.model import COLORS, PAUSE, BadInput, Color, Traffic, describe_steps, other
+from cutover.model import COLORS, DEFAULT_STEPS, PAUSE, BadInput, Color, Traffic, describe_steps, other
 from cutover.ports import (
     Clock,
     ConcurrentChange,
@@ -59,6 +59,7 @@ from cutover.release_state import (
     end_release,
     finish_release,
     pause,
+    resumed_pause,
     rollback_target,
     rolled_back,
 )
@@ -98,7 +99,7 @@ STATE_CHART: dict[State, frozenset[State]] = {
     S.CHECKING_TARGET: frozenset({S.SHIFTING, S.SUCCEEDED, S.REFUSED}) | _ENDS,
     S.DEPLOYING: frozenset({S.WAITING_READY}) | _ENDS,
     S.WAITING_READY: frozenset({S.SMOKE_TESTING}) | _ENDS,
-    S.SMOKE_TESTING: frozenset({S.SHIFTING, S.VERIFYING}) | _ENDS,
+    S.SMOKE_TESTING: frozenset({S.SHIFTING, S.PAUSED, S.VERIFYING}) | _ENDS,
     S.SHIFTING: frozenset({S.SHIFTING, S.BAKING, S.PAUSED, S.VERIFYING, S.SUCCEEDED, S.RESTORING}) | _ENDS,
     S.BAKING: frozenset({S.SHIFTING, S.PAUSED, S.RESTORING}) | _ENDS,
     S.PAUSED: frozenset({S.SHIFTING, S.RESTORING}) | _ENDS,
@@ -249,6 +250,7 @@ class ReleaseMachine:
         self.transitions: list[tuple[State, State]] = []
         self._steps: list[dict[str, Any]] = []
         self._steps_analysis: list[dict[str, Any]] = []  # every canary verdict, in order
+        self._conclusive = False  # the analysis passed on enough requests at least once
         self._warnings: list[str] = []
         self._release: ReleaseState = ReleaseState()
         self._last_written: Traffic | None = None  # the state our last change produced
@@ -261,7 +263,7 @@ class ReleaseMachine:
     def release(
         self,
         image: str | None,
-        steps: tuple[int, ...],
+        steps: tuple[int, ...] | None = None,
         *,
         bake: float | None = None,
         resume: bool = False,
@@ -269,11 +271,10 @@ class ReleaseMachine:
         """Deploy `image` to the idle color, shift traffic to it by `steps`, promote.
 
         `resume` finishes the interrupted release recorded in the release state, with its
-        own image and color, and nothing else.
+        own image, color, steps (its `pause` gates included) and bake, and nothing else.
         """
         if not resume and not (image or "").strip():
             raise BadInput("--image must not be empty")
-        bake_seconds = self.gates.bake_seconds if bake is None else bake
 
         def run(record: Record, before: Traffic) -> Traffic:
             if not before.written_by_cutover:
@@ -282,6 +283,7 @@ class ReleaseMachine:
                     "`cutover rollback` puts all traffic on the last known good"
                 )
             target, chosen = self._release_target(before, image, resume, record)
+            plan_steps, bake_seconds = self._release_steps(steps, bake, resume)
             old = other(target)
             record.to_color, record.image = target, chosen
             self._target = f"{target} ({chosen})"
@@ -290,8 +292,11 @@ class ReleaseMachine:
             if before.weight(old) > 0:
                 self._require_healthy(old, "the active color")
             if not resume:
+                self._require_verified_live(before)
                 self._save_state(
-                    lambda st: begin_release(st, record.id, chosen, target, before, self._wall())
+                    lambda st: begin_release(
+                        st, record.id, chosen, target, before, self._wall(), plan_steps, bake_seconds
+                    )
                 )
             else:
                 self._save_state(lambda st: _resumed(st, record.id))
@@ -309,18 +314,23 @@ class ReleaseMachine:
             if not passed:
                 raise StepFailed(f"smoke checks failed on {target}: {why}")
             current = before
-            for number, weight in enumerate(steps):
+            for number, weight in enumerate(plan_steps):
                 if weight == PAUSE:
-                    if current.weight(target) < steps[number + 1]:  # resuming past it: skip
-                        self._await_promote(target, current)
+                    if current.weight(target) < plan_steps[number + 1]:  # resuming past it: skip
+                        self._await_promote(target, current, record)
                     continue
                 if weight <= current.weight(target):
                     continue  # resuming: this step was already taken
+                if weight == 100:
+                    self._require_verdict(target)
                 current = self._shift(current, target, weight)
                 if weight < 100 and bake_seconds > 0:
                     self._enter(S.BAKING, f"{bake_seconds:g}s at {target} {weight}%")
                     self._bake(target, bake_seconds)
+                elif weight < 100:
+                    self._analyse(target)  # no bake: one look between steps all the same
             if current.weight(target) < 100:  # resumed with every step already taken
+                self._require_verdict(target)
                 current = self._shift(current, target, 100)
             self._enter(S.VERIFYING, f"{target} healthy with all traffic")
             passed, why = self.health.ready(target)
@@ -331,15 +341,59 @@ class ReleaseMachine:
 
         return self._operate("release", run)
 
+    def _release_steps(
+        self, steps: tuple[int, ...] | None, bake: float | None, resume: bool
+    ) -> tuple[tuple[int, ...], float]:
+        """The steps and bake a release runs: a resume runs the recorded ones."""
+        inflight = self._release.release
+        if resume and inflight is not None and inflight.steps:
+            if steps is not None and steps != inflight.steps:
+                raise Refused(
+                    f"--resume runs the interrupted release's own steps ({describe_steps(inflight.steps)}): "
+                    "drop --strategy"
+                )
+            steps = inflight.steps
+            if bake is None and inflight.bake_seconds is not None:
+                bake = inflight.bake_seconds
+        chosen = steps or DEFAULT_STEPS
+        if self.analysis is not None and not any(0 < s < 100 for s in chosen):
+            raise Refused(
+                "canary analysis compares the new color with the old one while both take traffic: "
+                "use a strategy with a partial step (e.g. canary:10,100), or remove `analysis`"
+            )
+        return chosen, self.gates.bake_seconds if bake is None else bake
+
+    def _require_verified_live(self, before: Traffic) -> None:
+        """A release starts from a verified build: the one it replaces on the idle color may
+        be the last known good, and a release from an unverified one would leave nothing."""
+        live = before.active
+        if live is None:
+            return
+        build = self._release.build(live)
+        if not build.verified:
+            raise Refused(
+                f"{live} carries all traffic but its build ({build.image or 'unrecorded'}) did not pass its "
+                f"gates ({build.note or 'not verified'}): `cutover rollback` to the last known good first"
+            )
+
     def plan(
-        self, image: str | None, steps: tuple[int, ...], *, bake: float | None = None, resume: bool = False
+        self,
+        image: str | None,
+        steps: tuple[int, ...] | None = None,
+        *,
+        bake: float | None = None,
+        resume: bool = False,
     ) -> dict[str, Any]:
-        """What `release` would do, read-only: no lock, no write (`release --dry-run`).
-        Raises Refused or BadInput where the release itself would refuse."""
+        """What `release` would do, read-only: no lock taken, nothing written
+        (`release --dry-run`). Raises Refused, BadInput or LockHeld where the release would
+        refuse or be locked out, so the dry run exits as the release would."""
         before = self.router.read()
         self._release = self.states.load()
         if not self._release.version:
             self._release = adopt(self._release, before, {}, self._wall())
+        holder = self.lock.holder()
+        if holder and not holder.get("expired"):
+            raise LockHeld(holder)
         if not before.written_by_cutover:
             raise Refused(f"the live weights ({before}) were not written by cutover: a release would refuse")
         if not resume and not (image or "").strip():
@@ -348,6 +402,11 @@ class ReleaseMachine:
             id="dry-run", operation="release", actor=self.actor, env=self.env, started_at=0, from_traffic={}
         )
         target, chosen = self._release_target(before, image, resume, probe)
+        plan_steps, bake_seconds = self._release_steps(steps, bake, resume)
+        if before.weight(other(target)) > 0:
+            self._require_healthy(other(target), "the active color")
+        if not resume:
+            self._require_verified_live(before)
         good = rollback_target(self._release)
         return {
             "operation": "release",
@@ -358,8 +417,8 @@ class ReleaseMachine:
             "from_color": other(target),
             "to_color": target,
             "deploy": before.weight(target) == 0,
-            "steps": describe_steps(steps),
-            "bake_seconds": self.gates.bake_seconds if bake is None else bake,
+            "steps": describe_steps(plan_steps),
+            "bake_seconds": bake_seconds,
             "gates": dataclasses.asdict(self.gates),
             "rollback_to": str(good) if good else None,
             "analysis": dataclasses.asdict(self.analysis.thresholds) if self.analysis else None,
@@ -461,6 +520,7 @@ class ReleaseMachine:
         )
         self._state, self._steps, self._warnings = S.LOCKING, [], []
         self._steps_analysis = []
+        self._conclusive = False
         self._last_written = self._pending = self._pending_base = None
         self._target = None
         with retry.deadline() as limit:
@@ -833,13 +893,29 @@ class ReleaseMachine:
         if not verdict.passed:
             raise StepFailed(f"canary analysis: {verdict.reason}")
         if verdict.conclusive:
+            self._conclusive = True
             self.reporter.note(f"analysis ok: {verdict.reason}")
         else:
             self.reporter.note(f"analysis: no verdict yet ({verdict.reason})")
 
-    def _await_promote(self, color: Color, current: Traffic) -> None:
-        """A `pause` step: hold here, gating on health, until `cutover promote` (go on) or
-        `cutover abort` (restore) from another shell or CI job."""
+    def _require_verdict(self, color: Color) -> None:
+        """Before all traffic moves, the analysis (when there is one) must have passed on
+        enough requests at least once: no data is not a pass (a wrong selector, a missing
+        `color` label, a canary nobody used)."""
+        if self.analysis is None or self._conclusive:
+            return
+        self._analyse(color)  # one more look
+        if not self._conclusive:
+            last = self._steps_analysis[-1]["reason"] if self._steps_analysis else "no data"
+            raise StepFailed(
+                f"canary analysis reached no verdict before 100% ({last}): bake longer, lower "
+                "`analysis.min_requests`, or check that the metrics carry the color"
+            )
+
+    def _await_promote(self, color: Color, current: Traffic, record: Record) -> None:
+        """A `pause` step: hold here, gating on health and analysis, until `cutover promote`
+        (go on) or `cutover abort` (restore) from another shell or CI job. The first
+        decision recorded stands."""
         self._enter(
             S.PAUSED,
             f"{color} at {current.weight(color)}%: `cutover promote` goes on, `cutover abort` restores",
@@ -851,14 +927,20 @@ class ReleaseMachine:
             passed, why = self.health.ready(color)
             if not passed:
                 raise StepFailed(f"{color} failed its health gate while waiting for promote: {why}")
+            self._analyse(color)
             self._release = self.states.load()
             inflight = self._release.release
-            decision = inflight.decision if inflight else None
+            decision, by = (inflight.decision, inflight.decided_by) if inflight else (None, None)
             if decision == "abort":
-                raise StepFailed(f"aborted by {inflight.decided_by if inflight else '?'} at the pause")
+                record.details.setdefault("decisions", []).append({"abort": by})
+                raise StepFailed(f"aborted by {by} at the pause")
             if decision == "promote":
-                self.reporter.note(f"promoted by {inflight.decided_by if inflight else '?'}")
-                self._save_state(lambda st: pause(st, False))
+                record.details.setdefault("decisions", []).append({"promote": by})
+                self.reporter.note(f"promoted by {by}")
+                try:
+                    self._save_state(lambda st: resumed_pause(st, "promote"))
+                except StepFailed as changed:  # an abort cannot land after a promote: belt and braces
+                    raise StepFailed(f"the pause decision changed while acting on it: {changed}") from changed
                 return
             if self.clock.now() > deadline:
                 raise StepFailed(f"no `cutover promote` within {self.gates.pause_timeout:g}s")

@@ -102,6 +102,7 @@ class Traffic:
 
 
 PAUSE = 0  # a step that moves nothing and waits for `cutover promote` (or `cutover abort`)
+DEFAULT_STEPS = (10, 50, 100)  # canary:10,50,100
 
 _CANARY = re.compile(r"^canary:((?:\d{1,3}|pause)(?:,(?:\d{1,3}|pause))*)$")
 _LINEAR = re.compile(r"^linear:(\d{1,3})$")

@@ -55,6 +55,8 @@ class InFlight:
     to_color: Color
     from_traffic: dict[str, int]
     started_at: float
+    steps: tuple[int, ...] = ()  # the strategy it runs (a resume runs the same, gates included)
+    bake_seconds: float | None = None
     paused: bool = False  # waiting at a `pause` step
     decision: str | None = None  # "promote" or "abort", set by `cutover promote|abort`
     decided_by: str | None = None
@@ -77,6 +79,8 @@ class ReleaseState:
     def from_dict(cls, raw: dict[str, Any]) -> ReleaseState:
         last_good = raw.get("last_good")
         release = raw.get("release")
+        if release:
+            release = {**release, "steps": tuple(release.get("steps") or ())}
         return cls(
             version=int(raw.get("version", 0)),
             colors={c: ColorBuild(**(raw.get("colors") or {}).get(c, {})) for c in COLORS},
@@ -127,7 +131,14 @@ def adopt(state: ReleaseState, traffic: Traffic, images: dict[Color, str | None]
 
 
 def begin_release(
-    state: ReleaseState, record_id: str, image: str, target: Color, before: Traffic, now: float
+    state: ReleaseState,
+    record_id: str,
+    image: str,
+    target: Color,
+    before: Traffic,
+    now: float,
+    steps: tuple[int, ...] = (),
+    bake_seconds: float | None = None,
 ) -> ReleaseState:
     """`image` is about to be deployed on `target`: that color is unverified from now on, and
     the build now live (if verified) becomes the rollback target."""
@@ -143,7 +154,7 @@ def begin_release(
             state, target, ColorBuild(image=image, note=f"deploying (release {record_id})", at=now)
         ),
         last_good=last_good,
-        release=InFlight(record_id, image, target, before.as_dict(), now),
+        release=InFlight(record_id, image, target, before.as_dict(), now, tuple(steps), bake_seconds),
     )
 
 
@@ -193,8 +204,24 @@ def pause(state: ReleaseState, paused: bool) -> ReleaseState:
     return dataclasses.replace(state, release=inflight)
 
 
+class DecisionTaken(ValueError):
+    """A promote or abort is already recorded for this pause: the first one stands."""
+
+
 def decide(state: ReleaseState, decision: str, actor: str) -> ReleaseState:
-    """`cutover promote` / `cutover abort` for the release waiting at a pause."""
+    """`cutover promote` / `cutover abort` for the release waiting at a pause. The first
+    decision stands: a later one (even a second click) is refused, never silently applied."""
     assert state.release is not None and state.release.paused
+    if state.release.decision is not None:
+        raise DecisionTaken(f"{state.release.decision} is already recorded by {state.release.decided_by}")
     inflight = dataclasses.replace(state.release, decision=decision, decided_by=actor)
+    return dataclasses.replace(state, release=inflight)
+
+
+def resumed_pause(state: ReleaseState, decision: str) -> ReleaseState:
+    """The release acted on `decision`: it is no longer paused (the decision is kept in history)."""
+    assert state.release is not None
+    if state.release.decision not in (None, decision):
+        raise DecisionTaken(f"{state.release.decision} was recorded meanwhile by {state.release.decided_by}")
+    inflight = dataclasses.replace(state.release, paused=False, decision=None, decided_by=None)
     return dataclasses.replace(state, release=inflight)

@@ -88,7 +88,7 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         }
     if typ == "aws:lb/loadBalancer:LoadBalancer":
         return {
-            "arn": arn,
+            "arn": f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/{inputs.get('name', name)}/50dc6c495c0c9188",
             "dnsName": f"{inputs.get('name', name)}.eu-west-1.elb.amazonaws.com",
             "zoneId": "Z32O12XQLNTSW2",
         }

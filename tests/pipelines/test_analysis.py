@@ -35,6 +35,11 @@ def verdict(canary: ColorMetrics, baseline: ColorMetrics, t: Thresholds) -> Verd
     return judge(canary, baseline, t, "green", "blue")
 
 
+def above(value: float, limit: float) -> bool:
+    """The rule: over the limit by more than float rounding (exactly at the limit passes)."""
+    return value > limit + 1e-9 * max(1.0, abs(limit))
+
+
 def breaches_errors(v: Verdict) -> bool:
     return not v.passed and "5xx share" in v.reason
 
@@ -92,9 +97,9 @@ def test_error_rule_is_the_difference_of_shares_or_the_absolute_share(
     assume(canary.requests >= t.min_requests)
     v = verdict(canary, baseline, t)
     if baseline.requests >= t.min_requests:
-        expected = canary.error_rate - baseline.error_rate > t.max_error_rate_increase
+        expected = above(canary.error_rate - baseline.error_rate, t.max_error_rate_increase)
     else:  # thin baseline: taken as 0% errors
-        expected = canary.error_rate > t.max_error_rate_increase
+        expected = above(canary.error_rate, t.max_error_rate_increase)
     assert breaches_errors(v) == expected, v.reason
 
 
@@ -107,12 +112,12 @@ def test_latency_rule(canary: ColorMetrics, baseline: ColorMetrics, t: Threshold
         canary.p99_seconds is not None
         and baseline.p99_seconds is not None
         and baseline.requests >= t.min_requests
-        and canary.p99_seconds - baseline.p99_seconds > t.max_p99_increase_seconds
+        and above(canary.p99_seconds - baseline.p99_seconds, t.max_p99_increase_seconds)
     )
     absolute = (
         canary.p99_seconds is not None
         and t.max_p99_seconds is not None
-        and canary.p99_seconds > t.max_p99_seconds
+        and above(canary.p99_seconds, t.max_p99_seconds)
     )
     assert breaches_latency(v) == (relative or absolute), v.reason
     if canary.p99_seconds is None:
@@ -335,3 +340,17 @@ def test_nearest_rank_p99() -> None:
     assert p99([0.5]) == 0.5
     assert p99([float(i) for i in range(1, 101)]) == 99.0
     assert p99([float(i) for i in range(1, 201)]) == 198.0
+
+
+@pytest.mark.parametrize(
+    ("canary", "baseline"),
+    [
+        (ColorMetrics(100, 4, 0.15), ColorMetrics(100, 3, 0.05)),  # +1 point, +100 ms: exactly at the limits
+        (ColorMetrics(100, 7, 0.35), ColorMetrics(100, 6, 0.25)),
+    ],
+)
+def test_exactly_at_the_threshold_passes_whatever_float_rounding_says(
+    canary: ColorMetrics, baseline: ColorMetrics
+) -> None:
+    v = judge(canary, baseline, Thresholds(min_requests=10), "green", "blue")
+    assert v.passed and v.conclusive, v.reason

@@ -110,3 +110,52 @@ def test_status_watch_repeats_until_ctrl_c(env: Env) -> None:
     reports = [json.loads(line) for line in out.splitlines() if line.startswith('{"env"')]
     assert len(reports) >= 2 and all(r["active"] == "blue" for r in reports)
     assert json.loads(out.splitlines()[-1])["outcome"] == "cancelled"  # the last line says how it ended
+
+
+def test_dry_run_exits_as_the_release_would(env: Env) -> None:
+    env.deployer.stop("blue")  # the active color is down: a release refuses
+    down = cutover(env, "release", "--image", "v2", "--dry-run", "--json")
+    assert down.returncode == 2 and "blue is not healthy" in as_json(down)["reason"]
+    env.deployer.deploy("blue", "v1", lambda _line: None)
+    env.set_weights(90, 10)  # split (generation untouched): a release without --resume refuses
+    split = cutover(env, "release", "--image", "v2", "--dry-run", "--json")
+    assert split.returncode == 2 and as_json(split)["outcome"] == "refused"
+    env.set_weights(100, 0)
+    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,pause,100", "--json")
+    try:
+        wait_for(lambda: paused(env) or release.poll() is not None)
+        locked = cutover(env, "release", "--image", "v3", "--dry-run", "--json")
+        assert locked.returncode == 3 and as_json(locked)["outcome"] == "locked"
+        assert cutover(env, "abort").returncode == 0
+        assert release.wait(60) == 1
+    finally:
+        if release.poll() is None:
+            release.kill()
+
+
+def test_promote_for_a_release_whose_process_died_is_refused(env: Env) -> None:
+    release = start_cutover(env, "release", "--image", "v2", "--strategy", "canary:10,pause,100")
+    wait_for(lambda: paused(env) or release.poll() is not None)
+    release.send_signal(signal.SIGKILL)
+    release.wait(10)
+    time.sleep(3.2)  # its 3 s lease runs out
+    refused = cutover(env, "promote", "--json")
+    assert refused.returncode == 2 and "no release is running" in as_json(refused)["reason"]
+    resumed = start_cutover(env, "release", "--resume", "--json")  # its own steps: pauses again
+    try:
+        wait_for(lambda: paused(env) or resumed.poll() is not None)
+        assert resumed.poll() is None
+        assert cutover(env, "promote").returncode == 0
+        second = cutover(env, "abort", "--json")  # the first decision stands (or was already acted on)
+        assert second.returncode == 2, second.stderr
+        assert any(why in as_json(second)["reason"] for why in ("already recorded", "no release is waiting"))
+        assert resumed.wait(60) == 0
+    finally:
+        if resumed.poll() is None:
+            resumed.kill()
+    assert env.weights() == {"blue": 0, "green": 100}
+
+
+def test_status_watch_refuses_an_endless_interval(env: Env) -> None:
+    refused = cutover(env, "status", "--watch", "inf", "--json")
+    assert refused.returncode == 2 and as_json(refused)["outcome"] == "refused"

@@ -57,7 +57,32 @@ BAD: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
         lambda s: s.update(analysis={"type": "prometheus", "url": "http://p", "min_request": 5}),
         "`analysis.min_request`",
     ),
-    (lambda s: s.update(analysis={"type": "cloudwatch"}), "`colors.blue.load_balancer_arn` is needed"),
+    (
+        lambda s: s.update(analysis={"type": "cloudwatch"}),
+        "`colors.blue.load_balancer_arn` must be the ALB's ARN",
+    ),
+    (
+        lambda s: s.update(analysis={"type": "prometheus", "url": "prom:9090"}),
+        "`analysis.url` must be an http(s) URL",
+    ),
+    (
+        lambda s: s.update(analysis={"type": "prometheus", "url": "http://p", "selector": "color=%s"}),
+        "`analysis.selector`",
+    ),
+    (
+        lambda s: s.update(analysis={"type": "prometheus", "url": "http://p", "min_requests": 1.5}),
+        "`analysis.min_requests`",
+    ),
+    (
+        lambda s: s.update(analysis={"type": "prometheus", "url": "http://p", "max_error_rate_increase": 5}),
+        "is a share",
+    ),
+    (
+        lambda s: s.update(
+            analysis={"type": "prometheus", "url": "http://p", "window_seconds": float("inf")}
+        ),
+        "finite",
+    ),
     (
         lambda s: s["deployer"].update(image_env={"v2": {"X": 1}}),
         "`deployer.image_env.v2.X` must be a string",

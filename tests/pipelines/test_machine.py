@@ -8,15 +8,25 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cutover.analysis import CanaryAnalysis, MetricsError, Thresholds
 from cutover.cancel import CancelScope
 from cutover.machine import STATE_CHART, Gates, ReleaseMachine, Reporter, State
-from cutover.model import COLORS, Traffic
+from cutover.model import COLORS, PAUSE, Traffic
 from cutover.ports import Record
-from cutover.release_state import Build, ReleaseState, adopt, begin_release
+from cutover.release_state import (
+    Build,
+    DecisionTaken,
+    ReleaseState,
+    adopt,
+    begin_release,
+    decide,
+    pause,
+    resumed_pause,
+)
 from tests.pipelines.fakes import (
     Boom,
     FakeClock,
@@ -537,13 +547,8 @@ def test_a_slower_canary_is_restored_on_p99() -> None:
     assert result.state == State.FAILED and "p99" in result.reason
 
 
-def test_too_few_requests_is_no_verdict_and_a_broken_source_fails_the_gate() -> None:
+def test_a_broken_metrics_source_fails_the_gate() -> None:
     source = SeriesSource()
-    source.series["green"] = [Request(500, 0.01)] * 3  # 3 requests: nothing to judge yet
-    router = FakeRouter(Traffic.all_on("blue"))
-    m, _, _ = machine(router, ScriptedHealth({}))
-    m.analysis = analysed(source)
-    assert m.release("v2", (10, 100), bake=6).state == State.SUCCEEDED
     source.fail = MetricsError("prometheus unreachable")
     router = FakeRouter(Traffic.all_on("blue"))
     m, _, _ = machine(router, ScriptedHealth({}))
@@ -574,3 +579,60 @@ def test_a_release_ends_restored_exactly_when_the_analysis_finds_a_breach(
     result = m.release("v2", (10, 100), bake=6)
     assert (result.state == State.FAILED) == (not verdict.passed)
     assert router.traffic.same_weights(Traffic.all_on("blue" if not verdict.passed else "green"))
+
+
+def test_a_resumed_release_keeps_its_pause_and_a_failed_wait_keeps_it_resumable() -> None:
+    half = Traffic(50, 50, 3)
+    blue = Traffic.all_on("blue", generation=1)
+    state = adopt(ReleaseState(), blue, {"blue": "v1", "green": None}, now=0)
+    state = begin_release(state, "rec-killed", "v2", "green", blue, now=1, steps=(10, 50, PAUSE, 100))
+    router, states = FakeRouter(half), MemoryStateStore(dataclasses.replace(state, version=2))
+    m, _, _ = machine(router, ScriptedHealth({}), states=states)
+    other_steps = m.release(None, (10, 50, 100), resume=True)
+    assert other_steps.state == State.REFUSED and "drop --strategy" in other_steps.reason
+    waited = m.release(None, resume=True)  # its own steps: it stops at the pause again
+    assert (State.SMOKE_TESTING, State.PAUSED) in m.transitions
+    assert waited.state == State.FAILED and "no `cutover promote`" in waited.reason
+    assert router.traffic.same_weights(half) and router.sets == []
+    assert states.state.release is not None and states.state.release.steps == (10, 50, PAUSE, 100)
+
+
+def test_the_first_decision_at_a_pause_stands() -> None:
+    blue = Traffic.all_on("blue")
+    state = adopt(ReleaseState(), blue, {"blue": "v1", "green": None}, now=0)
+    state = pause(begin_release(state, "r", "v2", "green", blue, now=1, steps=(10, PAUSE, 100)), True)
+    aborted = decide(state, "abort", "oncall")
+    with pytest.raises(DecisionTaken):
+        decide(aborted, "promote", "ci")
+    with pytest.raises(DecisionTaken):
+        resumed_pause(aborted, "promote")
+
+
+def test_analysis_watches_the_pause_and_no_verdict_is_not_a_pass() -> None:
+    source = SeriesSource()
+    source.series["blue"] = [Request(200, 0.01)] * 200
+    source.series["green"] = [Request(500, 0.01)] * 100 + [Request(200, 0.01)] * 100
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, _ = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    paused = m.release("v2", (10, PAUSE, 100), bake=0)
+    assert paused.state == State.FAILED and "5xx share" in paused.reason
+    source.series["green"] = [Request(500, 0.01)] * 3  # three requests: never a verdict
+    router = FakeRouter(Traffic.all_on("blue"))
+    m, _, _ = machine(router, ScriptedHealth({}))
+    m.analysis = analysed(source)
+    silent = m.release("v2", (10, 100), bake=6)
+    assert silent.state == State.FAILED and "no verdict before 100%" in silent.reason
+    assert router.traffic.same_weights(Traffic.all_on("blue"))
+    all_at_once = m.release("v2", (100,))
+    assert all_at_once.state == State.REFUSED and "partial step" in all_at_once.reason
+
+
+def test_a_release_never_starts_from_an_unverified_build() -> None:
+    router, states, deployer = released()
+    m, _, _ = machine(router, ScriptedHealth({}), deployer=deployer, states=states)
+    assert m.rollback().state == State.SUCCEEDED  # green v2 rejected, blue v1 live
+    router.traffic = Traffic(0, 100, router.traffic.generation)  # a console edit: all on green
+    result = m.release("v3", (100,))
+    assert result.state == State.REFUSED and "did not pass its" in result.reason
+    assert states.state.last_good == Build("blue", "v1") and deployer.images["blue"] == "v1"
