@@ -24,6 +24,7 @@ import uvicorn
 
 from ledger.app import create_app
 from ledger.config import Settings
+from ledger.http_protocol import protocol_class
 from ledger.runtime import Runtime
 
 log = logging.getLogger("ledger.server")
@@ -81,7 +82,7 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(settings.served_by),
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -18,13 +18,14 @@ import asyncpg
 from ledger.errors import (
     AccountNotFound,
     ApiError,
+    BalanceOutOfRange,
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidRequest,
     TransferNotFound,
 )
-from ledger.models import Account, AccountCreate, Transfer, TransferCreate
+from ledger.models import MAX_BALANCE, Account, AccountCreate, Transfer, TransferCreate
 
 # Deadlocks cannot happen with ordered locking, and serialization failures cannot happen
 # at READ COMMITTED; both are still retried so that neither can ever reach a client.
@@ -115,7 +116,10 @@ class LedgerStore:
                     idempotency_key,
                     fingerprint,
                 )
-            except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as refusal:
+            except asyncpg.NumericValueOutOfRangeError:
+                # Belt and braces: the check in _commit_transfer refuses this first.
+                return await self._refuse(_out_of_range(body.to_account_id), idempotency_key, fingerprint)
+            except (AccountNotFound, CurrencyMismatch, InsufficientFunds, BalanceOutOfRange) as refusal:
                 return await self._refuse(refusal, idempotency_key, fingerprint)
             except _RETRYABLE:
                 if attempt == _MAX_ATTEMPTS:
@@ -170,6 +174,8 @@ class LedgerStore:
                 raise InsufficientFunds(
                     f"account {source} holds {accounts[source]['balance']}, the transfer needs {amount}"
                 )
+            if accounts[target]["balance"] > MAX_BALANCE - amount:
+                raise _out_of_range(target)
             await conn.execute(
                 "UPDATE accounts SET balance = balance + CASE WHEN id = $1 THEN -$3::bigint "
                 "ELSE $3::bigint END WHERE id IN ($1, $2)",
@@ -191,3 +197,9 @@ class LedgerStore:
             )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return Transfer.model_validate(dict(row))
+
+
+def _out_of_range(account_id: uuid.UUID) -> BalanceOutOfRange:
+    return BalanceOutOfRange(
+        f"the transfer would take account {account_id} past the largest balance ({MAX_BALANCE}); nothing moved"
+    )

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.errors import ApiError, error_body
@@ -19,6 +20,9 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 class ErrorMiddleware:
     """Turns ApiError, Starlette's HTTPException and any crash into a JSON error response.
+
+    A client that disconnects mid-request is no error of ours: it is logged at INFO and
+    counted as 499 (scope state `client_closed`), not as a 500.
 
     A lost database connection is a 503 with Retry-After (the client retries with its
     idempotency key), and `on_database_down` is told so the pool can reconnect.
@@ -65,6 +69,10 @@ class ErrorMiddleware:
                 None,
                 {"Retry-After": "1"},
             )
+        except ClientDisconnect:
+            # The client left before its request was read: nothing to answer, nothing broken.
+            scope.setdefault("state", {})["client_closed"] = True
+            log.info("client disconnected mid-request", extra={"request_id": request_id_of(scope)})
         except HTTPException as exc:
             if response_started:
                 raise
