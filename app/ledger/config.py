@@ -61,6 +61,10 @@ class Settings:
     db_pool_max: int = 10
     db_ping_timeout_seconds: float = 1.0
     ready_cache_seconds: float = 1.0
+    http_max_header_bytes: int = 32 * 1024
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 10.0
+    http_max_connections: int = 2048
 
     @property
     def served_by(self) -> str:
@@ -115,6 +119,10 @@ class Settings:
             db_pool_max=pool_max,
             db_ping_timeout_seconds=_seconds(env, "DB_PING_TIMEOUT_SECONDS", 1.0, high=60, low=0.05),
             ready_cache_seconds=_seconds(env, "READY_CACHE_SECONDS", 1.0, high=60),
+            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 32 * 1024, low=1024, high=1024 * 1024),
+            http_header_timeout_seconds=_seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
+            http_body_timeout_seconds=_seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
+            http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 2048, low=1, high=1_000_000),
         )
 
 

@@ -65,6 +65,18 @@ class Metrics:
         self.rate_limited = Counter(
             "ledger_rate_limited_total", "Requests refused with 429.", registry=self.registry
         )
+        self.http_connections = Gauge(
+            "ledger_http_connections_open",
+            "Open HTTP/1.1 connections (websockets apart).",
+            registry=self.registry,
+        )
+        self.http_connections_closed = Counter(
+            "ledger_http_connections_closed_total",
+            "Connections the server closed on a client: header_timeout, body_timeout, evicted, "
+            "over_capacity, request_header_fields_too_large, bad_request.",
+            ("reason",),
+            registry=self.registry,
+        )
         self._pool_stats: PoolStats = lambda: None
         self.registry.register(_PoolCollector(lambda: self._pool_stats()))
 

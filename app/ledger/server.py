@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -24,12 +25,13 @@ import uvicorn
 
 from ledger.app import create_app
 from ledger.config import Settings
-from ledger.http_protocol import protocol_class
+from ledger.http_protocol import Connections, HttpLimits, protocol_class
 from ledger.runtime import Runtime
 
 log = logging.getLogger("ledger.server")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_FD_RESERVE = 128  # descriptors beyond client connections: pool, feed, peers, websockets, logs
 
 
 class DrainingServer(uvicorn.Server):
@@ -77,12 +79,24 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> int:
     """Run ledger until drained; returns the process exit code."""
     app, runtime = create_app(settings)
+    metrics = runtime.metrics
+    connections = Connections(
+        HttpLimits(
+            max_header_bytes=settings.http_max_header_bytes,
+            header_timeout=settings.http_header_timeout_seconds,
+            body_timeout=settings.http_body_timeout_seconds,
+            max_connections=settings.http_max_connections,
+        ),
+        on_closed=lambda reason: metrics.http_connections_closed.labels(reason).inc(),
+        on_count=metrics.http_connections.set,
+    )
+    _fd_headroom(settings.http_max_connections)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=protocol_class(settings.served_by),
+        http=protocol_class(settings.served_by, connections),
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -98,3 +112,18 @@ def serve(settings: Settings) -> int:
         print("ledger: could not start the server (see the log above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _fd_headroom(max_connections: int) -> None:
+    """Raise the open-file soft limit so the connection cap, not EMFILE, is what bounds us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning(
+                "open-file limit %d is below HTTP_MAX_CONNECTIONS + %d: lower HTTP_MAX_CONNECTIONS",
+                target,
+                _FD_RESERVE,
+            )
