@@ -61,6 +61,9 @@ class Settings:
     db_pool_max: int = 10
     db_ping_timeout_seconds: float = 1.0
     ready_cache_seconds: float = 1.0
+    db_acquire_timeout_seconds: float = 2.0
+    db_statement_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 6.0
     http_max_header_bytes: int = 32 * 1024
     http_header_timeout_seconds: float = 10.0
     http_body_timeout_seconds: float = 10.0
@@ -119,6 +122,9 @@ class Settings:
             db_pool_max=pool_max,
             db_ping_timeout_seconds=_seconds(env, "DB_PING_TIMEOUT_SECONDS", 1.0, high=60, low=0.05),
             ready_cache_seconds=_seconds(env, "READY_CACHE_SECONDS", 1.0, high=60),
+            db_acquire_timeout_seconds=_seconds(env, "DB_ACQUIRE_TIMEOUT_SECONDS", 2.0, high=300, low=0.05),
+            db_statement_timeout_seconds=_seconds(env, "DB_STATEMENT_TIMEOUT_SECONDS", 5.0, high=3600),
+            db_command_timeout_seconds=_seconds(env, "DB_COMMAND_TIMEOUT_SECONDS", 6.0, high=3600, low=0.05),
             http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 32 * 1024, low=1024, high=1024 * 1024),
             http_header_timeout_seconds=_seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
             http_body_timeout_seconds=_seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.errors import ApiError, error_body
 from ledger.middleware.headers import request_id_of
-from ledger.store import DATABASE_DOWN
+from ledger.store import DATABASE_DOWN, DATABASE_TIMEOUT
 
 log = logging.getLogger("ledger.errors")
 
@@ -53,6 +53,21 @@ class ErrorMiddleware:
             if response_started:
                 raise
             await _send_error(send, exc.status, exc.code, exc.message, exc.details, exc.headers)
+        except DATABASE_TIMEOUT as exc:  # before DATABASE_DOWN: QueryCanceledError is a subclass
+            if response_started:
+                raise
+            log.warning(
+                "database statement timed out",
+                extra={"request_id": request_id_of(scope), "error": type(exc).__name__},
+            )
+            await _send_error(
+                send,
+                503,
+                "database_timeout",
+                "the database did not answer in time; retry shortly",
+                None,
+                {"Retry-After": "1"},
+            )
         except DATABASE_DOWN as exc:
             if response_started:
                 raise
