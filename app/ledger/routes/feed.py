@@ -41,7 +41,7 @@ def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSock
     limit = PerClientLimit(runtime.settings.ws_max_per_client)
 
     async def transfers(websocket: WebSocket) -> None:
-        client = client_address(websocket.scope)
+        client = client_address.key(websocket.scope)
         # Accept first: a close before the handshake completes reaches the client as a bare
         # HTTP 403, without the close code and reason that tell it what to do.
         await websocket.accept()
