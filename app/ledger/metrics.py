@@ -48,6 +48,12 @@ class Metrics:
         self.websockets = Gauge(
             "ledger_websockets_open", "Open /ws/transfers connections.", registry=self.registry
         )
+        self.websocket_closes = Counter(
+            "ledger_websocket_closes_total",
+            "Websockets the server closed, by reason: draining, too_many, too_slow, rate_limited.",
+            ("reason",),
+            registry=self.registry,
+        )
         self.feed_connected = Gauge(
             "ledger_feed_connected",
             "1 while the LISTEN connection behind the transfer feed is up; 0 means degraded.",

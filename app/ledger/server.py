@@ -27,6 +27,7 @@ from ledger.app import create_app
 from ledger.config import Settings
 from ledger.http_protocol import Connections, HttpLimits, protocol_class
 from ledger.runtime import Runtime
+from ledger.ws_protocol import LedgerWebSocketProtocol
 
 log = logging.getLogger("ledger.server")
 
@@ -105,6 +106,9 @@ def serve(settings: Settings) -> int:
         # uvicorn annotates int but uses it as asyncio.wait_for's timeout: fractions work.
         timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),  # type: ignore[arg-type]
         timeout_keep_alive=5,
+        ws=LedgerWebSocketProtocol,
+        # The feed ignores what clients send: a frame past this closes the socket (1009).
+        ws_max_size=settings.ws_max_message_bytes,
     )
     server = DrainingServer(config, runtime)
     server.run()
