@@ -11,7 +11,9 @@ request id, `x-served-by`, security headers, `connection: close`):
 - a body not complete `body_timeout` seconds after its headers: 408, connection closed;
 - at `max_connections` open connections a new one evicts the oldest idle one (waiting for
   a request, like a slowloris), or, when every connection is busy, is answered 503;
-- a request the parser refuses (bad or duplicate Content-Length, NUL in a header): 400.
+- a request the parser refuses (bad or duplicate Content-Length, NUL in a header): 400;
+- at shutdown, a connection with no request under way: 503, so a request in flight on it is
+  refused cleanly instead of dropped.
 
 Deadlines are checked by one sweep a second over the open connections, so a request costs
 two clock reads and no timer.
@@ -35,6 +37,7 @@ from ledger.middleware.headers import SECURITY_HEADERS
 log = logging.getLogger("ledger.http")
 
 _SWEEP_SECONDS = 1.0
+_LINGER_SECONDS = 1.0  # after a refusal at shutdown: read and discard, so no RST eats the answer
 
 
 class Phase(enum.Enum):
@@ -104,6 +107,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     phase: Phase = Phase.HEADERS
     since: float = 0.0
     _header_bytes: int = 0
+    _lingering: bool = False
 
     @property
     def idle(self) -> bool:
@@ -127,6 +131,8 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused already: whatever the client still sends is discarded
         if self.phase is Phase.HEADERS:
             self._header_bytes += len(data)
         super().data_received(data)
@@ -158,6 +164,17 @@ class LedgerHttpProtocol(HttpToolsProtocol):
             self.phase, self.since, self._header_bytes = Phase.HEADERS, self.loop.time(), 0
         super().on_response_complete()
 
+    def shutdown(self) -> None:
+        """The listener closed: a request under way is answered (then `connection: close`);
+        a connection with no request under way, even one half-received, is refused with 503
+        and `connection: close` before anything is read, so nothing is dropped unanswered."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            super().shutdown()
+            return
+        self._refuse_connection(
+            503, "shutting_down", "the server is shutting down; retry", ((b"retry-after", b"0"),), linger=True
+        )
+
     def send_400_response(self, msg: str) -> None:
         """The parser refused the request: answer 400 as JSON and close."""
         self._refuse_connection(400, "bad_request", "malformed HTTP request")
@@ -176,8 +193,21 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         self.registry.discard(self)
         self.transport.close()
 
-    def _refuse_connection(self, status: int, code: str, message: str) -> None:
-        """Write a complete JSON error response outside any request cycle, then close."""
+    def _refuse_connection(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        *,
+        linger: bool = False,
+    ) -> None:
+        """Write a complete JSON error response outside any request cycle, then close.
+
+        With `linger`, the write side closes first and what the client still sends is read
+        and discarded until it closes (at most _LINGER_SECONDS): closing with unread data
+        would reset the connection, and the reset can destroy the answer before it is read.
+        """
         self.registry.discard(self)
         if self.transport.is_closing():
             return
@@ -192,9 +222,14 @@ class LedgerHttpProtocol(HttpToolsProtocol):
             b"x-request-id: " + uuid.uuid4().hex.encode() + b"\r\n",
             b"x-served-by: " + self.served_by + b"\r\n",
         ]
-        head += [name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS]
+        head += [name + b": " + value + b"\r\n" for name, value in (*SECURITY_HEADERS, *headers)]
         self.transport.write(b"".join([*head, b"\r\n", body]))
-        self.transport.close()
+        if linger and self.transport.can_write_eof():
+            self._lingering = True
+            self.transport.write_eof()
+            self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
 
 
 def _peer(client: tuple[str, int] | None) -> str:

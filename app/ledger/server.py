@@ -4,18 +4,22 @@ On the first SIGTERM (or SIGINT):
   1. readiness answers 503 at once, so load balancers take this pod out of rotation;
   2. for DRAIN_SECONDS the process keeps serving new and in-flight requests, answering
      with `connection: close` so keep-alive clients reconnect elsewhere;
-  3. the listener closes and in-flight requests get up to SHUTDOWN_TIMEOUT_SECONDS;
+  3. the listener closes (after accepting what the kernel had queued) and in-flight
+     requests get up to SHUTDOWN_TIMEOUT_SECONDS; a connection with no request under way
+     is answered 503 with `connection: close` (nothing read, safe to retry elsewhere);
   4. the pool closes and the process exits 0.
 A second SIGTERM or SIGINT exits at once (code 128 + signal number).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import Generator
@@ -53,6 +57,17 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Accept what the kernel already queued, then close the listener as uvicorn does.
+
+        Connections waiting in the accept queue would be reset when the listener closes,
+        dropping requests their clients already sent. A few loop ticks accept them, and
+        they are answered or refused (503, `connection: close`) like every open connection.
+        """
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_deadline is not None:
