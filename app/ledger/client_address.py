@@ -1,4 +1,9 @@
-"""Who the client is: the socket peer, or X-Forwarded-For when the peer is a trusted proxy."""
+"""Who the client is: the socket peer, or X-Forwarded-For when the peer is a trusted proxy.
+
+Addresses are normalised (`ipaddress`), so one address written many ways is one client,
+and an IPv4-mapped IPv6 address is its IPv4 address. For limits, an IPv6 client is its /64:
+one host usually holds a whole /64, so per-address buckets would be free to multiply.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,30 @@ from collections.abc import Sequence
 from starlette.types import Scope
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+IPV6_CLIENT_PREFIX = 64
+
+
+def parse_address(text: str) -> Address | None:
+    """The address `text` spells (IPv4-mapped IPv6 as IPv4, zone dropped), or None."""
+    try:
+        address = ipaddress.ip_address(text.strip().partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_key(address: str) -> str:
+    """The bucket a client address falls in: the IPv4 address, or the IPv6 /64."""
+    parsed = parse_address(address)
+    if parsed is None:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
 
 
 class ClientAddress:
@@ -22,30 +51,28 @@ class ClientAddress:
         self._trusted = tuple(trusted)
 
     def __call__(self, scope: Scope) -> str:
+        """The client's normalised address ("unknown" without a peer)."""
         client = scope.get("client")
-        peer = client[0] if client else "unknown"
+        peer = parse_address(client[0]) if client else None
+        if peer is None:
+            return client[0] if client else "unknown"
         if not self._trusted or not self._is_trusted(peer):
-            return peer
+            return str(peer)
         forwarded = [
             value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
         ]
         hops = [hop.strip() for header in forwarded for hop in header.split(",") if hop.strip()]
         for hop in reversed(hops):
-            if not self._is_trusted(hop):
-                return hop if _is_ip(hop) else peer
-        return peer
+            address = parse_address(hop)
+            if address is None:
+                return str(peer)
+            if not self._is_trusted(address):
+                return str(address)
+        return str(peer)
 
-    def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+    def key(self, scope: Scope) -> str:
+        """The client's bucket for rate and connection limits (see `client_key`)."""
+        return client_key(self(scope))
 
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    def _is_trusted(self, address: Address) -> bool:
+        return any(address in network for network in self._trusted)

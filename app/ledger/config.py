@@ -8,6 +8,7 @@ prints that line and exits with code 2.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,11 @@ Color = Literal["blue", "green"]
 LogFormat = Literal["json", "text"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_ASCII_INT = re.compile(r"^[+-]?[0-9]+$")
+_ASCII_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_INSTANCE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # goes into a response header: printable ASCII
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
 class ConfigError(ValueError):
@@ -49,12 +55,21 @@ class Settings:
     cluster_interval_seconds: float = 5.0
     cluster_dns_server: str = ""  # host:port; empty means the system resolver
     ws_max_per_client: int = 10
+    ws_max_message_bytes: int = 4096
+    ws_handshakes_per_minute: int = 60
     log_format: LogFormat = "json"
     log_level: str = "INFO"
     db_pool_min: int = 1
     db_pool_max: int = 10
     db_ping_timeout_seconds: float = 1.0
     ready_cache_seconds: float = 1.0
+    db_acquire_timeout_seconds: float = 2.0
+    db_statement_timeout_seconds: float = 5.0
+    db_command_timeout_seconds: float = 6.0
+    http_max_header_bytes: int = 32 * 1024
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 10.0
+    http_max_connections: int = 2048
 
     @property
     def served_by(self) -> str:
@@ -75,10 +90,14 @@ class Settings:
                 "DATABASE_URL must start with postgresql:// or postgres:// "
                 "(got a value with another scheme; the value itself is not shown)"
             )
+        _check_database_url(database_url)
         port = _int(env, "PORT", 8000, low=1, high=65535)
-        host = env.get("HOST", "0.0.0.0").strip()
-        if not host:
-            raise ConfigError("HOST must not be empty: use an address such as 0.0.0.0 or 127.0.0.1")
+        host = _listen_host(env.get("HOST", "0.0.0.0").strip(), port)
+        instance_id = env.get("INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{port}"
+        if not _INSTANCE_ID.match(instance_id):
+            raise ConfigError(
+                f"INSTANCE_ID must be 1-128 printable ASCII characters without spaces (got {instance_id!r})"
+            )
         pool_min = _int(env, "DB_POOL_MIN", 1, low=0, high=100)
         pool_max = _int(env, "DB_POOL_MAX", 10, low=1, high=100)
         if pool_max < pool_min:
@@ -89,7 +108,7 @@ class Settings:
             port=port,
             color=_choice(env, "COLOR", "blue", ("blue", "green")),  # type: ignore[arg-type]
             app_version=env.get("APP_VERSION", "dev").strip() or "dev",
-            instance_id=env.get("INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{port}",
+            instance_id=instance_id,
             drain_seconds=_seconds(env, "DRAIN_SECONDS", 5.0, high=600),
             shutdown_timeout_seconds=_seconds(env, "SHUTDOWN_TIMEOUT_SECONDS", 20.0, high=3600),
             discovery=parse_discovery(env.get("CLUSTER_DISCOVERY", "")),
@@ -99,12 +118,21 @@ class Settings:
             cluster_interval_seconds=_seconds(env, "CLUSTER_INTERVAL_SECONDS", 5.0, high=300, low=0.1),
             cluster_dns_server=_dns_server(env.get("CLUSTER_DNS_SERVER", "")),
             ws_max_per_client=_int(env, "WS_MAX_PER_CLIENT", 10, low=1, high=100_000),
+            ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 4096, low=125, high=16 * 1024 * 1024),
+            ws_handshakes_per_minute=_int(env, "WS_HANDSHAKES_PER_MINUTE", 60, low=0, high=10_000_000),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),  # type: ignore[arg-type]
             log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
             db_ping_timeout_seconds=_seconds(env, "DB_PING_TIMEOUT_SECONDS", 1.0, high=60, low=0.05),
             ready_cache_seconds=_seconds(env, "READY_CACHE_SECONDS", 1.0, high=60),
+            db_acquire_timeout_seconds=_seconds(env, "DB_ACQUIRE_TIMEOUT_SECONDS", 2.0, high=300, low=0.05),
+            db_statement_timeout_seconds=_seconds(env, "DB_STATEMENT_TIMEOUT_SECONDS", 5.0, high=3600),
+            db_command_timeout_seconds=_seconds(env, "DB_COMMAND_TIMEOUT_SECONDS", 6.0, high=3600, low=0.05),
+            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 32 * 1024, low=1024, high=1024 * 1024),
+            http_header_timeout_seconds=_seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
+            http_body_timeout_seconds=_seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
+            http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 2048, low=1, high=1_000_000),
         )
 
 
@@ -149,30 +177,89 @@ def _dns_server(raw: str) -> str:
             ipaddress.ip_address(host)
         except ValueError:
             host = ""
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not sep or not host or not _is_port(port):
             raise ConfigError(f"CLUSTER_DNS_SERVER must be ip:port, e.g. 127.0.0.1:5353 (got {value!r})")
     return value
 
 
-def _check_host_port(peer: str) -> None:
-    host, sep, port = peer.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} must be host:port with a port 1-65535")
+def _check_database_url(url: str) -> None:
+    """Host list and ports of a Postgres URL (`host[:port][,host[:port]...]`, IPv6 in brackets).
+
+    Messages never show the value: it may hold a password.
+    """
+    netloc = url.partition("://")[2].partition("/")[0].partition("?")[0].rpartition("@")[2]
+    for entry in netloc.split(","):
+        if entry.startswith("["):
+            address, closed, port = entry[1:].partition("]")
+            if not closed:
+                raise ConfigError(
+                    "DATABASE_URL has an unclosed IPv6 bracket '[' in its host (value not shown)"
+                )
+            if not _is_ipv6(address) or (port and not port.startswith(":")):
+                raise ConfigError("DATABASE_URL has an invalid bracketed IPv6 host (value not shown)")
+            port = port[1:]
+        else:
+            if "]" in entry:
+                raise ConfigError("DATABASE_URL has a ']' without '[' in its host (value not shown)")
+            port = entry.partition(":")[2]
+        if port and not _is_port(port):
+            raise ConfigError(
+                "DATABASE_URL has an invalid port: use a number from 1 to 65535 (value not shown)"
+            )
+
+
+def _listen_host(host: str, port: int) -> str:
+    """HOST must be an address, or a name that resolves now (not after six uvicorn lines)."""
+    if not host:
+        raise ConfigError("HOST must not be empty: use an address such as 0.0.0.0 or 127.0.0.1")
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(host)
     except ValueError:
-        if not all(part and len(part) < 64 for part in host.split(".")):
-            raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} has an invalid host") from None
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError):
+            raise ConfigError(f"HOST {host!r} does not resolve to an address to listen on") from None
+    return host
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 65535
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def _check_host_port(peer: str) -> None:
+    """A static peer: `name:port`, `ipv4:port` or `[ipv6]:port`."""
+    host, sep, port = peer.rpartition(":")
+    if not sep or not host or not _is_port(port):
+        raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} must be host:port with a port 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        if _is_ipv6(host[1:-1]):
+            return
+        raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r}: only an IPv6 address goes in brackets")
+    if ":" in host:
+        raise ConfigError(
+            f"CLUSTER_DISCOVERY static peer {peer!r}: write an IPv6 address in brackets, e.g. [::1]:8000"
+        )
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in host.split(".")):
+            raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} has an invalid host name") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r})") from None
+    if not _ASCII_INT.match(raw):  # int() would also take fullwidth digits and "1_000"
+        raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r})")
+    value = int(raw)
     if not low <= value <= high:
         raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r})")
     return value
@@ -182,13 +269,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, high: float, 
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})"
-        ) from None
-    if not low <= value <= high or value != value:  # value != value rejects NaN
+    if not _ASCII_NUMBER.match(raw):  # float() would also take fullwidth digits, "1_0", "nan", "inf"
+        raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})")
+    value = float(raw)
+    if not low <= value <= high:
         raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})")
     return value
 

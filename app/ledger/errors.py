@@ -44,12 +44,27 @@ class CurrencyMismatch(ApiError):
     status, code = 422, "currency_mismatch"
 
 
+class BalanceOutOfRange(ApiError):
+    status, code = 422, "balance_out_of_range"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
 class IdempotencyConflict(ApiError):
     status, code = 409, "idempotency_key_reused"
 
 
 class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
+
+
+CLIENT_CLOSED_REQUEST = 499  # counted in metrics when the client left before its request was read
 
 
 def error_body(code: str, message: str, details: Any = None) -> bytes:

@@ -9,6 +9,23 @@ from typing import Any
 
 import orjson
 
+# C0 and C1 control characters, DEL and the Unicode line separators: written as escapes in
+# text logs, so a request path cannot start a forged line (JSON logs escape them already).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x09: "\\t",
+    0x5C: "\\\\",  # a backslash too, so an escape in the output is always ours
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape_control(text: str) -> str:
+    """`text` with control characters written as backslash escapes."""
+    return text.translate(_CONTROL)
+
+
 # Attributes every LogRecord has; anything else passed through `extra=` is emitted as a field.
 _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
@@ -37,14 +54,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`time level logger message key=value ...` for a terminal."""
+    """`time level logger message key=value ...` for a terminal, one line per record
+    (control characters in the message and fields are escaped; only a traceback spans lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")
+            f"{k}={escape_control(str(v))}"
+            for k, v in record.__dict__.items()
+            if k not in _RESERVED and not k.startswith("_")
         )
         time = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
-        line = f"{time} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = f"{time} {record.levelname:<7} {record.name}: {escape_control(record.getMessage())}"
         if extras:
             line = f"{line} {extras}"
         if record.exc_info:

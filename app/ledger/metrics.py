@@ -48,6 +48,12 @@ class Metrics:
         self.websockets = Gauge(
             "ledger_websockets_open", "Open /ws/transfers connections.", registry=self.registry
         )
+        self.websocket_closes = Counter(
+            "ledger_websocket_closes_total",
+            "Websockets the server closed, by reason: draining, too_many, too_slow, rate_limited.",
+            ("reason",),
+            registry=self.registry,
+        )
         self.feed_connected = Gauge(
             "ledger_feed_connected",
             "1 while the LISTEN connection behind the transfer feed is up; 0 means degraded.",
@@ -64,6 +70,18 @@ class Metrics:
         self.cluster_size.set(1)
         self.rate_limited = Counter(
             "ledger_rate_limited_total", "Requests refused with 429.", registry=self.registry
+        )
+        self.http_connections = Gauge(
+            "ledger_http_connections_open",
+            "Open HTTP/1.1 connections (websockets apart).",
+            registry=self.registry,
+        )
+        self.http_connections_closed = Counter(
+            "ledger_http_connections_closed_total",
+            "Connections the server closed on a client: header_timeout, body_timeout, evicted, "
+            "over_capacity, request_header_fields_too_large, bad_request.",
+            ("reason",),
+            registry=self.registry,
         )
         self._pool_stats: PoolStats = lambda: None
         self.registry.register(_PoolCollector(lambda: self._pool_stats()))

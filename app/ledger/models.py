@@ -6,9 +6,18 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 MAX_AMOUNT = 2**62  # keeps every sum of two amounts inside Postgres bigint
+MAX_BALANCE = 2**63 - 1  # Postgres bigint: a credit past this is refused, not overflowed
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text cannot hold U+0000: refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
 
 Cents = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT, description="Amount in minor units (cents).")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.")]
@@ -19,7 +28,7 @@ class _Body(BaseModel):
 
 
 class AccountCreate(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
     currency: Currency
     opening_balance: Cents = 0
 

@@ -50,6 +50,8 @@ def build_openapi(version: str) -> dict[str, Any]:
                     "requestBody": {"required": True, **_json("AccountCreate")},
                     "responses": {
                         "201": {"description": "created", **_json("Account")},
+                        "413": _error("body over 64 KB"),
+                        "415": _error("Content-Type is not JSON"),
                         "422": _error("invalid"),
                     },
                 }
@@ -84,7 +86,11 @@ def build_openapi(version: str) -> dict[str, Any]:
                         "400": _error("Idempotency-Key missing"),
                         "404": _error("unknown account"),
                         "409": _error("Idempotency-Key reused with another body"),
-                        "422": _error("insufficient funds, currency mismatch or invalid body"),
+                        "413": _error("body over 64 KB"),
+                        "415": _error("Content-Type is not JSON"),
+                        "422": _error(
+                            "insufficient funds, currency mismatch, balance out of range or invalid body"
+                        ),
                     },
                 }
             },

@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ledger.client_address import ClientAddress
 from ledger.errors import error_body
 
-EXEMPT_PREFIXES = ("/health/", "/metrics")
+# Exact paths: a prefix would also exempt /health/anything and /metricsfoo.
+EXEMPT_PATHS = frozenset({"/health/live", "/health/ready", "/health/startup", "/metrics"})
 
 
 class TokenBuckets:
@@ -92,10 +93,10 @@ class RateLimitMiddleware:
         self._on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(EXEMPT_PREFIXES):
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(self.client_address(scope))
+        wait = self.buckets.take(self.client_address.key(scope))
         if wait <= 0.0:
             await self.app(scope, receive, send)
             return

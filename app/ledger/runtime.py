@@ -33,6 +33,14 @@ def peer_source(settings: Settings) -> PeerSource | None:
     return None
 
 
+def server_settings(settings: Settings) -> dict[str, str]:
+    """Session settings for pooled connections: a name, and the statement timeout (0 = none)."""
+    values = {"application_name": f"ledger-{settings.served_by}"}
+    if settings.db_statement_timeout_seconds > 0:
+        values["statement_timeout"] = str(max(1, round(settings.db_statement_timeout_seconds * 1000)))
+    return values
+
+
 async def reset_if_in_transaction(conn: asyncpg.Connection) -> None:
     """Pool release hook: skip asyncpg's full reset round trip when nothing needs resetting.
 
@@ -158,7 +166,10 @@ class Runtime:
                         min_size=self.settings.db_pool_min,
                         max_size=self.settings.db_pool_max,
                         timeout=5,
-                        server_settings={"application_name": f"ledger-{self.settings.served_by}"},
+                        # Client side: a query with no answer (a hung server or network) ends
+                        # in TimeoutError, answered 503. Server side: statement_timeout.
+                        command_timeout=self.settings.db_command_timeout_seconds,
+                        server_settings=server_settings(self.settings),
                         reset=reset_if_in_transaction,
                     )
                     self.metrics.watch_pool(self._pool_stats)
@@ -170,7 +181,11 @@ class Runtime:
                         f"{self.schema_expected}: run `ledger migrate`"
                     )
                 else:
-                    self._store = LedgerStore(self.pool, self.metrics.count_transfer)
+                    self._store = LedgerStore(
+                        self.pool,
+                        self.metrics.count_transfer,
+                        acquire_timeout=self.settings.db_acquire_timeout_seconds,
+                    )
                     self.started = True
                     self.startup_failure = ""
                     log.info("started", extra={"schema_version": version})

@@ -4,17 +4,22 @@ On the first SIGTERM (or SIGINT):
   1. readiness answers 503 at once, so load balancers take this pod out of rotation;
   2. for DRAIN_SECONDS the process keeps serving new and in-flight requests, answering
      with `connection: close` so keep-alive clients reconnect elsewhere;
-  3. the listener closes and in-flight requests get up to SHUTDOWN_TIMEOUT_SECONDS;
+  3. the listener closes (after accepting what the kernel had queued) and in-flight
+     requests get up to SHUTDOWN_TIMEOUT_SECONDS; a connection with no request under way
+     is answered 503 with `connection: close` (nothing read, safe to retry elsewhere);
   4. the pool closes and the process exits 0.
 A second SIGTERM or SIGINT exits at once (code 128 + signal number).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import Generator
@@ -24,11 +29,14 @@ import uvicorn
 
 from ledger.app import create_app
 from ledger.config import Settings
+from ledger.http_protocol import Connections, HttpLimits, protocol_class
 from ledger.runtime import Runtime
+from ledger.ws_protocol import LedgerWebSocketProtocol
 
 log = logging.getLogger("ledger.server")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_FD_RESERVE = 128  # descriptors beyond client connections: pool, feed, peers, websockets, logs
 
 
 class DrainingServer(uvicorn.Server):
@@ -49,6 +57,17 @@ class DrainingServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Accept what the kernel already queued, then close the listener as uvicorn does.
+
+        Connections waiting in the accept queue would be reset when the listener closes,
+        dropping requests their clients already sent. A few loop ticks accept them, and
+        they are answered or refused (503, `connection: close`) like every open connection.
+        """
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_deadline is not None:
@@ -76,12 +95,24 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: Settings) -> int:
     """Run ledger until drained; returns the process exit code."""
     app, runtime = create_app(settings)
+    metrics = runtime.metrics
+    connections = Connections(
+        HttpLimits(
+            max_header_bytes=settings.http_max_header_bytes,
+            header_timeout=settings.http_header_timeout_seconds,
+            body_timeout=settings.http_body_timeout_seconds,
+            max_connections=settings.http_max_connections,
+        ),
+        on_closed=lambda reason: metrics.http_connections_closed.labels(reason).inc(),
+        on_count=metrics.http_connections.set,
+    )
+    _fd_headroom(settings.http_max_connections)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(settings.served_by, connections),
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -90,6 +121,9 @@ def serve(settings: Settings) -> int:
         # uvicorn annotates int but uses it as asyncio.wait_for's timeout: fractions work.
         timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),  # type: ignore[arg-type]
         timeout_keep_alive=5,
+        ws=LedgerWebSocketProtocol,
+        # The feed ignores what clients send: a frame past this closes the socket (1009).
+        ws_max_size=settings.ws_max_message_bytes,
     )
     server = DrainingServer(config, runtime)
     server.run()
@@ -97,3 +131,18 @@ def serve(settings: Settings) -> int:
         print("ledger: could not start the server (see the log above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _fd_headroom(max_connections: int) -> None:
+    """Raise the open-file soft limit so the connection cap, not EMFILE, is what bounds us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning(
+                "open-file limit %d is below HTTP_MAX_CONNECTIONS + %d: lower HTTP_MAX_CONNECTIONS",
+                target,
+                _FD_RESERVE,
+            )

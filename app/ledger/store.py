@@ -8,23 +8,27 @@ check is also a database constraint, so no code path can make a balance negative
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from ledger.errors import (
     AccountNotFound,
     ApiError,
+    BalanceOutOfRange,
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidRequest,
+    ServiceUnavailable,
     TransferNotFound,
 )
-from ledger.models import Account, AccountCreate, Transfer, TransferCreate
+from ledger.models import MAX_BALANCE, Account, AccountCreate, Transfer, TransferCreate
 
 # Deadlocks cannot happen with ordered locking, and serialization failures cannot happen
 # at READ COMMITTED; both are still retried so that neither can ever reach a client.
@@ -43,7 +47,16 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+# statement_timeout (server side) or lock_timeout fired: the database is slow, not gone.
+DATABASE_TIMEOUT: tuple[type[BaseException], ...] = (asyncpg.QueryCanceledError,)
+
 _TRANSFER_COLUMNS = "id, from_account_id, to_account_id, amount, currency, created_at"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """No pooled connection came free within the acquire timeout (503, retry)."""
+
+    code = "database_busy"
 
 
 def request_fingerprint(body: TransferCreate) -> str:
@@ -55,12 +68,37 @@ def request_fingerprint(body: TransferCreate) -> str:
 class LedgerStore:
     """Data access for accounts and transfers over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, on_outcome: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        on_outcome: Callable[[str], None] | None = None,
+        *,
+        acquire_timeout: float = 2.0,
+    ):
         self._pool = pool
         self._on_outcome = on_outcome or (lambda _outcome: None)
+        self._acquire_timeout = acquire_timeout
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        """A pooled connection within the acquire timeout, else DatabaseBusy (503)."""
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            raise DatabaseBusy(
+                "no database connection came free in time; retry shortly", headers={"Retry-After": "1"}
+            ) from None
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        async with self._connection() as conn:
+            return await conn.fetchrow(query, *args)
 
     async def create_account(self, body: AccountCreate) -> Account:
-        row = await self._pool.fetchrow(
+        row = await self._fetchrow(
             "INSERT INTO accounts (id, name, currency, balance) VALUES ($1, $2, $3, $4) "
             "RETURNING id, name, currency, balance, created_at",
             uuid.uuid4(),
@@ -72,7 +110,7 @@ class LedgerStore:
         return Account.model_validate(dict(row))
 
     async def get_account(self, account_id: uuid.UUID) -> Account:
-        row = await self._pool.fetchrow(
+        row = await self._fetchrow(
             "SELECT id, name, currency, balance, created_at FROM accounts WHERE id = $1", account_id
         )
         if row is None:
@@ -80,7 +118,7 @@ class LedgerStore:
         return Account.model_validate(dict(row))
 
     async def get_transfer(self, transfer_id: uuid.UUID) -> Transfer:
-        row = await self._pool.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = $1",  # noqa: S608
             transfer_id,
         )
@@ -115,7 +153,10 @@ class LedgerStore:
                     idempotency_key,
                     fingerprint,
                 )
-            except (AccountNotFound, CurrencyMismatch, InsufficientFunds) as refusal:
+            except asyncpg.NumericValueOutOfRangeError:
+                # Belt and braces: the check in _commit_transfer refuses this first.
+                return await self._refuse(_out_of_range(body.to_account_id), idempotency_key, fingerprint)
+            except (AccountNotFound, CurrencyMismatch, InsufficientFunds, BalanceOutOfRange) as refusal:
                 return await self._refuse(refusal, idempotency_key, fingerprint)
             except _RETRYABLE:
                 if attempt == _MAX_ATTEMPTS:
@@ -137,7 +178,7 @@ class LedgerStore:
         raise refusal
 
     async def _replay(self, idempotency_key: str, fingerprint: str) -> Transfer | None:
-        row = await self._pool.fetchrow(
+        row = await self._fetchrow(
             f"SELECT {_TRANSFER_COLUMNS}, request_hash FROM transfers WHERE idempotency_key = $1",  # noqa: S608
             idempotency_key,
         )
@@ -151,7 +192,7 @@ class LedgerStore:
 
     async def _commit_transfer(self, body: TransferCreate, key: str, fingerprint: str) -> Transfer:
         source, target, amount = body.from_account_id, body.to_account_id, body.amount
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, currency, balance FROM accounts WHERE id = ANY($1::uuid[]) "
                 "ORDER BY id FOR NO KEY UPDATE",
@@ -170,6 +211,8 @@ class LedgerStore:
                 raise InsufficientFunds(
                     f"account {source} holds {accounts[source]['balance']}, the transfer needs {amount}"
                 )
+            if accounts[target]["balance"] > MAX_BALANCE - amount:
+                raise _out_of_range(target)
             await conn.execute(
                 "UPDATE accounts SET balance = balance + CASE WHEN id = $1 THEN -$3::bigint "
                 "ELSE $3::bigint END WHERE id IN ($1, $2)",
@@ -191,3 +234,9 @@ class LedgerStore:
             )
         assert row is not None  # INSERT ... RETURNING always returns the row
         return Transfer.model_validate(dict(row))
+
+
+def _out_of_range(account_id: uuid.UUID) -> BalanceOutOfRange:
+    return BalanceOutOfRange(
+        f"the transfer would take account {account_id} past the largest balance ({MAX_BALANCE}); nothing moved"
+    )

@@ -38,6 +38,23 @@ BAD_VALUES = [
     ({"DB_POOL_MIN": "5", "DB_POOL_MAX": "2"}, "DB_POOL_MAX"),
 ]
 
+# Values that used to slip through: each was accepted and failed later (or never).
+SLIPPED_THROUGH = [
+    ({"DATABASE_URL": "postgresql://u:secret-pw@db:54x2/ledger"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://u:secret-pw@db:99999/ledger"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://u:secret-pw@[::1/ledger"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://u:secret-pw@[::1]:5432,db2:x/ledger"}, "DATABASE_URL"),
+    ({"INSTANCE_ID": "pod\r\nset-cookie: a=b"}, "INSTANCE_ID"),
+    ({"INSTANCE_ID": "pod\nb"}, "INSTANCE_ID"),
+    ({"HOST": "no-such-host.invalid"}, "HOST"),
+    ({"CLUSTER_DISCOVERY": "static:::1:80"}, "CLUSTER_DISCOVERY"),
+    ({"CLUSTER_DISCOVERY": "static:ho st:80"}, "CLUSTER_DISCOVERY"),
+    ({"CLUSTER_DISCOVERY": "static:[db]:80"}, "CLUSTER_DISCOVERY"),
+    ({"PORT": "\uff18\uff10\uff10\uff10"}, "PORT"),  # fullwidth 8000
+    ({"PORT": "8_000"}, "PORT"),
+    ({"DRAIN_SECONDS": "\u0663"}, "DRAIN_SECONDS"),  # Arabic-Indic 3
+]
+
 
 def test_defaults() -> None:
     settings = Settings.from_env(GOOD)
@@ -48,6 +65,26 @@ def test_defaults() -> None:
     assert "secret-pw" not in repr(settings)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@db/ledger",
+        "postgresql://u:p@db:5432/ledger?sslmode=require",
+        "postgresql://u:p@[::1]:5432/ledger",
+        "postgresql://u:p@[2001:db8::1]/ledger",
+        "postgresql://u:p@db1:5432,db2:5433/ledger",
+        "postgresql:///ledger?host=/var/run/postgresql",
+        "postgres://u:p%40x@db/ledger",
+    ],
+)
+def test_good_database_urls_parse(url: str) -> None:
+    assert Settings.from_env({"DATABASE_URL": url}).database_url == url
+
+
+def test_host_names_that_resolve_are_kept() -> None:
+    assert Settings.from_env({**GOOD, "HOST": "localhost"}).host == "localhost"
+
+
 def test_good_values_parse() -> None:
     settings = Settings.from_env(
         {
@@ -55,13 +92,13 @@ def test_good_values_parse() -> None:
             "PORT": "9000",
             "COLOR": "GREEN",
             "DRAIN_SECONDS": "0.5",
-            "CLUSTER_DISCOVERY": "static:10.0.0.1:8000, ledger-1.local:8000",
+            "CLUSTER_DISCOVERY": "static:10.0.0.1:8000, ledger-1.local:8000, [::1]:8001",
             "LOG_LEVEL": "debug",
             "INSTANCE_ID": "pod-a",
         }
     )
     assert (settings.port, settings.color, settings.drain_seconds) == (9000, "green", 0.5)
-    assert settings.discovery.static_peers == ("10.0.0.1:8000", "ledger-1.local:8000")
+    assert settings.discovery.static_peers == ("10.0.0.1:8000", "ledger-1.local:8000", "[::1]:8001")
     assert settings.log_level == "DEBUG"
     assert settings.served_by == "green/pod-a"
     dns = Settings.from_env(
@@ -73,7 +110,7 @@ def test_good_values_parse() -> None:
     )
 
 
-@pytest.mark.parametrize(("override", "variable"), BAD_VALUES)
+@pytest.mark.parametrize(("override", "variable"), BAD_VALUES + SLIPPED_THROUGH)
 def test_bad_value_names_the_variable(override: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as error:
         Settings.from_env({**GOOD, **override})
@@ -94,7 +131,7 @@ def _run_ledger(command: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-@pytest.mark.parametrize(("override", "variable"), BAD_VALUES[:6] + BAD_VALUES[-3:])
+@pytest.mark.parametrize(("override", "variable"), BAD_VALUES[:6] + BAD_VALUES[-3:] + SLIPPED_THROUGH)
 def test_serve_refuses_bad_config_with_one_line_and_exit_2(override: dict[str, str], variable: str) -> None:
     result = _run_ledger("serve", {**GOOD, **override})
     assert result.returncode == 2

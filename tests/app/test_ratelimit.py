@@ -1,12 +1,16 @@
-"""Token buckets and client addresses, with a fake clock: exact arithmetic, bounded memory."""
+"""Token buckets and client addresses, with a fake clock: exact arithmetic, bounded memory;
+then exemptions and client keys against a real `ledger serve`."""
 
 from __future__ import annotations
 
 import ipaddress
 import tracemalloc
 
+import httpx
+
 from ledger.client_address import ClientAddress
 from ledger.ratelimit import TokenBuckets
+from tests.app.conftest import StartLedger
 
 
 class Clock:
@@ -73,3 +77,52 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     assert resolve(scope("10.0.0.5", "not-an-ip")) == "10.0.0.5"
     assert resolve(scope("10.0.0.5")) == "10.0.0.5"
     assert ClientAddress([])(scope("10.0.0.5", "1.2.3.4")) == "10.0.0.5"
+
+
+SPELLINGS = [  # one IPv6 client, 12 ways
+    "2001:db8::1",
+    "2001:DB8::1",
+    "2001:0db8::1",
+    "2001:db8:0::1",
+    "2001:db8:0:0::1",
+    "2001:db8:0:0:0::1",
+    "2001:db8:0:0:0:0::1",
+    "2001:db8:0:0:0:0:0:1",
+    "2001:0db8:0000:0000:0000:0000:0000:0001",
+    "2001:db8::0:1",
+    "2001:db8::0001",
+    "2001:db8:0000::0:1",
+]
+
+
+def test_forwarded_addresses_are_normalised_and_ipv6_is_keyed_per_64() -> None:
+    resolve = ClientAddress([ipaddress.ip_network("10.0.0.0/8")])
+    assert {resolve(scope("10.0.0.5", s)) for s in SPELLINGS} == {"2001:db8::1"}
+    assert {resolve.key(scope("10.0.0.5", s)) for s in SPELLINGS} == {"2001:db8::/64"}
+    assert resolve.key(scope("10.0.0.5", "2001:db8::ffff:1")) == "2001:db8::/64"  # same /64
+    assert resolve.key(scope("10.0.0.5", "2001:db8:0:1::1")) == "2001:db8:0:1::/64"  # the next one
+    assert resolve(scope("10.0.0.5", "::ffff:192.0.2.7")) == "192.0.2.7"  # IPv4-mapped
+    assert resolve.key(scope("10.0.0.5", "192.0.2.7")) == "192.0.2.7"
+    assert resolve(scope("::ffff:10.0.0.5", "192.0.2.8")) == "192.0.2.8"  # a mapped proxy is trusted
+
+
+def test_exemptions_match_exact_paths_only_against_a_real_server(start_ledger: StartLedger) -> None:
+    process = start_ledger(RATE_LIMIT_PER_MINUTE="3")
+    with httpx.Client(base_url=process.url) as http:
+        for path in ("/health/live", "/health/ready", "/metrics"):
+            assert {http.get(path).status_code for _ in range(10)} == {200}
+        statuses = [http.get(path).status_code for path in ["/health/nonexistent", "/metricsfoo"] * 3]
+        assert statuses[:3] == [404, 404, 404] and set(statuses[3:]) == {429}, statuses
+
+
+def test_one_ipv6_client_written_12_ways_gets_one_bucket_against_a_real_server(
+    start_ledger: StartLedger,
+) -> None:
+    process = start_ledger(RATE_LIMIT_PER_MINUTE="3", TRUSTED_PROXIES="127.0.0.1")
+    with httpx.Client(base_url=process.url) as http:
+        statuses = [http.get("/cluster", headers={"x-forwarded-for": s}).status_code for s in SPELLINGS]
+        assert statuses.count(200) == 3 and statuses.count(429) == 9, statuses
+        neighbour = http.get("/cluster", headers={"x-forwarded-for": "2001:db8::beef"})
+        assert neighbour.status_code == 429  # the same /64
+        elsewhere = http.get("/cluster", headers={"x-forwarded-for": "2001:db8:1::1"})
+        assert elsewhere.status_code == 200

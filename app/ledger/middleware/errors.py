@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.errors import ApiError, error_body
 from ledger.middleware.headers import request_id_of
-from ledger.store import DATABASE_DOWN
+from ledger.store import DATABASE_DOWN, DATABASE_TIMEOUT
 
 log = logging.getLogger("ledger.errors")
 
@@ -19,6 +20,9 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 class ErrorMiddleware:
     """Turns ApiError, Starlette's HTTPException and any crash into a JSON error response.
+
+    A client that disconnects mid-request is no error of ours: it is logged at INFO and
+    counted as 499 (scope state `client_closed`), not as a 500.
 
     A lost database connection is a 503 with Retry-After (the client retries with its
     idempotency key), and `on_database_down` is told so the pool can reconnect.
@@ -49,6 +53,21 @@ class ErrorMiddleware:
             if response_started:
                 raise
             await _send_error(send, exc.status, exc.code, exc.message, exc.details, exc.headers)
+        except DATABASE_TIMEOUT as exc:  # before DATABASE_DOWN: QueryCanceledError is a subclass
+            if response_started:
+                raise
+            log.warning(
+                "database statement timed out",
+                extra={"request_id": request_id_of(scope), "error": type(exc).__name__},
+            )
+            await _send_error(
+                send,
+                503,
+                "database_timeout",
+                "the database did not answer in time; retry shortly",
+                None,
+                {"Retry-After": "1"},
+            )
         except DATABASE_DOWN as exc:
             if response_started:
                 raise
@@ -65,6 +84,10 @@ class ErrorMiddleware:
                 None,
                 {"Retry-After": "1"},
             )
+        except ClientDisconnect:
+            # The client left before its request was read: nothing to answer, nothing broken.
+            scope.setdefault("state", {})["client_closed"] = True
+            log.info("client disconnected mid-request", extra={"request_id": request_id_of(scope)})
         except HTTPException as exc:
             if response_started:
                 raise

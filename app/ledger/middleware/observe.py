@@ -7,6 +7,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ledger.errors import CLIENT_CLOSED_REQUEST
 from ledger.metrics import Metrics
 from ledger.middleware.headers import request_id_of
 
@@ -36,7 +37,7 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 0
         in_flight = self.metrics.in_flight
         in_flight.inc()
 
@@ -50,6 +51,8 @@ class ObserveMiddleware:
             await self.app(scope, receive, send_and_observe)
         finally:
             in_flight.dec()
+            if not status:  # no response was sent: the client left, or the app crashed
+                status = CLIENT_CLOSED_REQUEST if scope.get("state", {}).get("client_closed") else 500
             self._record(scope, status, time.perf_counter() - start)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:

@@ -10,15 +10,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger.errors import ApiError, InvalidRequest
+from ledger.errors import ApiError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 64 * 1024
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class PayloadTooLarge(ApiError):
-    status, code = 413, "payload_too_large"
 
 
 class JSONResponse(Response):
@@ -30,14 +26,46 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
-    """Validate the JSON body against `model`, or raise a 422 naming each bad field."""
+def _too_large() -> PayloadTooLarge:
+    # `connection: close`: the rest of the body is never read, so the connection cannot be reused.
+    return PayloadTooLarge(
+        f"request body is larger than {MAX_BODY_BYTES} bytes", headers={"Connection": "close"}
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, read chunk by chunk and abandoned (413) as soon as it passes `limit`.
+
+    Chunked bodies have no Content-Length to check up front: reading stops at the limit,
+    so memory stays bounded whatever the client sends.
+    """
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large()
+    return bytes(body)
+
+
+async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    """Validate the JSON body against `model`, or raise a 422 naming each bad field.
+
+    A Content-Type other than JSON is refused with 415 before the body is read.
+    """
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
+    body = await read_body(request)
     try:
         return model.model_validate_json(body or b"null")
     except ValidationError as exc:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import Counter
+from collections.abc import Callable
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ledger.client_address import ClientAddress
+from ledger.errors import error_body
 from ledger.feed import Subscriber
+from ledger.ratelimit import TokenBuckets
 from ledger.runtime import Runtime
 
 GOING_AWAY = 1001  # the server is draining: reconnect (the load balancer sends you elsewhere)
@@ -37,18 +41,55 @@ class PerClientLimit:
             del self._open[client]
 
 
+async def _refuse_handshake(websocket: WebSocket, wait: float, limit: int) -> None:
+    """429 with Retry-After instead of the upgrade, where the server supports it; else 403."""
+    if "websocket.http.response" not in websocket.scope.get("extensions", {}):
+        await websocket.close(POLICY_VIOLATION)
+        return
+    body = error_body(
+        "rate_limited", f"too many websocket handshakes: the limit is {limit} per minute per client"
+    )
+    await websocket.send(
+        {
+            "type": "websocket.http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+            ],
+        }
+    )
+    await websocket.send({"type": "websocket.http.response.body", "body": body})
+
+
 def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSocketRoute]:
-    limit = PerClientLimit(runtime.settings.ws_max_per_client)
+    settings = runtime.settings
+    limit = PerClientLimit(settings.ws_max_per_client)
+    handshakes = (
+        TokenBuckets(
+            settings.ws_handshakes_per_minute, lambda: 1, max_clients=settings.rate_limit_max_clients
+        )
+        if settings.ws_handshakes_per_minute
+        else None
+    )
+    closes = runtime.metrics.websocket_closes
 
     async def transfers(websocket: WebSocket) -> None:
-        client = client_address(websocket.scope)
+        client = client_address.key(websocket.scope)
+        wait = handshakes.take(client) if handshakes is not None else 0.0
+        if wait > 0.0:
+            closes.labels("rate_limited").inc()
+            await _refuse_handshake(websocket, wait, settings.ws_handshakes_per_minute)
+            return
         # Accept first: a close before the handshake completes reaches the client as a bare
         # HTTP 403, without the close code and reason that tell it what to do.
         await websocket.accept()
         if runtime.draining:
+            closes.labels("draining").inc()
             await websocket.close(GOING_AWAY, "server is draining; reconnect")
             return
         if not limit.acquire(client):
+            closes.labels("too_many").inc()
             await websocket.close(
                 POLICY_VIOLATION, f"too many websocket connections from this address (limit {limit.limit})"
             )
@@ -56,7 +97,7 @@ def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSock
         subscriber = runtime.feed.subscribe()
         runtime.metrics.websockets.inc()
         try:
-            await _serve(websocket, subscriber, runtime.drain_started)
+            await _serve(websocket, subscriber, runtime.drain_started, lambda r: closes.labels(r).inc())
         finally:
             runtime.feed.unsubscribe(subscriber)
             runtime.metrics.websockets.dec()
@@ -65,7 +106,12 @@ def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSock
     return [WebSocketRoute("/ws/transfers", transfers)]
 
 
-async def _serve(websocket: WebSocket, subscriber: Subscriber, drain_started: asyncio.Event) -> None:
+async def _serve(
+    websocket: WebSocket,
+    subscriber: Subscriber,
+    drain_started: asyncio.Event,
+    on_close: Callable[[str], None],
+) -> None:
     async def pump() -> None:
         while True:
             await websocket.send_text(await subscriber.queue.get())
@@ -79,8 +125,13 @@ async def _serve(websocket: WebSocket, subscriber: Subscriber, drain_started: as
     tasks = {
         asyncio.ensure_future(pump()): None,
         asyncio.ensure_future(until_client_leaves()): None,
-        asyncio.ensure_future(drain_started.wait()): (GOING_AWAY, "server is draining; reconnect"),
+        asyncio.ensure_future(drain_started.wait()): (
+            "draining",
+            GOING_AWAY,
+            "server is draining; reconnect",
+        ),
         asyncio.ensure_future(subscriber.overflowed.wait()): (
+            "too_slow",
             TRY_AGAIN_LATER,
             "subscriber too slow; reconnect",
         ),
@@ -93,6 +144,8 @@ async def _serve(websocket: WebSocket, subscriber: Subscriber, drain_started: as
     for task in done:
         close = tasks[task]
         if close is not None:
+            reason, code, text = close
+            on_close(reason)
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # the client left meanwhile
-                await websocket.close(*close)
+                await websocket.close(code, text)
             return

@@ -1,0 +1,245 @@
+"""ledger's HTTP/1.1 protocol: uvicorn's httptools protocol, bounded against hostile clients.
+
+uvicorn's httptools protocol has no limit on header size, no timeout on a request that
+never finishes arriving, and no cap on connections. This subclass adds them, and makes the
+answers it gives before the application sees a request look like ledger's own (JSON error,
+request id, `x-served-by`, security headers, `connection: close`):
+
+- headers larger than `max_header_bytes` (request line included): 431, connection closed;
+- headers not complete `header_timeout` seconds after the connection opened or the previous
+  response ended: 408 (a silent or half-sent request), connection closed;
+- a body not complete `body_timeout` seconds after its headers: 408, connection closed;
+- at `max_connections` open connections a new one evicts the oldest idle one (waiting for
+  a request, like a slowloris), or, when every connection is busy, is answered 503;
+- a request the parser refuses (bad or duplicate Content-Length, NUL in a header): 400;
+- at shutdown, a connection with no request under way: 503, so a request in flight on it is
+  refused cleanly instead of dropped.
+
+Deadlines are checked by one sweep a second over the open connections, so a request costs
+two clock reads and no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from ledger.errors import error_body
+from ledger.middleware.headers import SECURITY_HEADERS
+
+log = logging.getLogger("ledger.http")
+
+_SWEEP_SECONDS = 1.0
+_LINGER_SECONDS = 1.0  # after a refusal at shutdown: read and discard, so no RST eats the answer
+
+
+class Phase(enum.Enum):
+    """Where a connection is in its current request."""
+
+    HEADERS = "headers"  # waiting for (the rest of) a request line and headers: idle
+    BODY = "body"  # headers read, body still arriving
+    APP = "app"  # request read, the application is answering
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The bounds one ledger process puts on HTTP connections."""
+
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_connections: int = 2048
+
+
+@dataclass
+class Connections:
+    """The open HTTP connections of one server, oldest first, and the sweep over them."""
+
+    limits: HttpLimits
+    on_closed: Callable[[str], None] = lambda _reason: None
+    on_count: Callable[[int], None] = lambda _count: None
+    open: dict[LedgerHttpProtocol, None] = field(default_factory=dict)
+    _sweeper: asyncio.TimerHandle | None = None
+
+    def add(self, connection: LedgerHttpProtocol) -> None:
+        self.open[connection] = None
+        self.on_count(len(self.open))
+        if self._sweeper is None:
+            self._sweeper = connection.loop.call_later(_SWEEP_SECONDS, self.sweep, connection.loop)
+
+    def discard(self, connection: LedgerHttpProtocol) -> None:
+        if self.open.pop(connection, 0) is None:
+            self.on_count(len(self.open))
+
+    def oldest_idle(self) -> LedgerHttpProtocol | None:
+        """The connection that has waited longest for a request, if any is waiting."""
+        return next((c for c in self.open if c.idle), None)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close every connection past its header or body deadline."""
+        now = loop.time()
+        header_deadline = now - self.limits.header_timeout
+        body_deadline = now - self.limits.body_timeout
+        for connection in list(self.open):
+            if connection.phase is Phase.HEADERS and connection.since < header_deadline:
+                connection.time_out("header_timeout", "the request headers took too long to arrive")
+            elif connection.phase is Phase.BODY and connection.since < body_deadline:
+                connection.time_out("body_timeout", "the request body took too long to arrive")
+        self._sweeper = loop.call_later(_SWEEP_SECONDS, self.sweep, loop) if self.open else None
+
+
+class LedgerHttpProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with header, timeout and connection limits and JSON refusals.
+
+    Build a configured subclass with `protocol_class`: uvicorn takes a class, not an instance.
+    """
+
+    served_by: ClassVar[bytes] = b"unknown"
+    registry: ClassVar[Connections] = Connections(HttpLimits())
+
+    phase: Phase = Phase.HEADERS
+    since: float = 0.0
+    _header_bytes: int = 0
+    _lingering: bool = False
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a request (not reading one, not answering one): safe to close."""
+        return self.phase is Phase.HEADERS and (self.cycle is None or self.cycle.response_complete)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.phase, self.since = Phase.HEADERS, self.loop.time()
+        connections = self.registry
+        if len(connections.open) >= connections.limits.max_connections:
+            victim = connections.oldest_idle()
+            if victim is None:
+                self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
+                return
+            victim.close_idle()
+        connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused already: whatever the client still sends is discarded
+        if self.phase is Phase.HEADERS:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self.phase is Phase.HEADERS and self._header_bytes > self.registry.limits.max_header_bytes:
+            self._refuse_connection(
+                431,
+                "request_header_fields_too_large",
+                f"request line and headers must fit in {self.registry.limits.max_header_bytes} bytes",
+            )
+
+    def handle_websocket_upgrade(self) -> None:
+        self.registry.discard(self)  # from here on the websocket protocol owns the transport
+        super().handle_websocket_upgrade()
+
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self.phase, self.since = Phase.BODY, self.loop.time()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.phase = Phase.APP
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if not self.pipeline and self.phase is Phase.APP:
+            self.phase, self.since, self._header_bytes = Phase.HEADERS, self.loop.time(), 0
+        super().on_response_complete()
+
+    def shutdown(self) -> None:
+        """The listener closed: a request under way is answered (then `connection: close`);
+        a connection with no request under way, even one half-received, is refused with 503
+        and `connection: close` before anything is read, so nothing is dropped unanswered."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            super().shutdown()
+            return
+        self._refuse_connection(
+            503, "shutting_down", "the server is shutting down; retry", ((b"retry-after", b"0"),), linger=True
+        )
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser refused the request: answer 400 as JSON and close."""
+        self._refuse_connection(400, "bad_request", "malformed HTTP request")
+
+    def time_out(self, reason: str, message: str) -> None:
+        """A deadline passed: 408 unless a response is already under way, then close."""
+        if self.cycle is not None and self.cycle.response_started:
+            self.registry.on_closed(reason)
+            self.transport.close()
+        else:
+            self._refuse_connection(408, reason, message)
+
+    def close_idle(self) -> None:
+        """Evicted to make room for a new connection while at the cap."""
+        self.registry.on_closed("evicted")
+        self.registry.discard(self)
+        self.transport.close()
+
+    def _refuse_connection(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        *,
+        linger: bool = False,
+    ) -> None:
+        """Write a complete JSON error response outside any request cycle, then close.
+
+        With `linger`, the write side closes first and what the client still sends is read
+        and discarded until it closes (at most _LINGER_SECONDS): closing with unread data
+        would reset the connection, and the reset can destroy the answer before it is read.
+        """
+        self.registry.discard(self)
+        if self.transport.is_closing():
+            return
+        self.registry.on_closed(code)
+        log.info("connection refused", extra={"status": status, "reason": code, "client": _peer(self.client)})
+        body = error_body(code, message)
+        head = [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n",
+            b"x-request-id: " + uuid.uuid4().hex.encode() + b"\r\n",
+            b"x-served-by: " + self.served_by + b"\r\n",
+        ]
+        head += [name + b": " + value + b"\r\n" for name, value in (*SECURITY_HEADERS, *headers)]
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        if linger and self.transport.can_write_eof():
+            self._lingering = True
+            self.transport.write_eof()
+            self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unknown"
+
+
+def protocol_class(served_by: str, connections: Connections) -> type[LedgerHttpProtocol]:
+    """A LedgerHttpProtocol subclass configured for this process."""
+    return type(
+        "ConfiguredLedgerHttpProtocol",
+        (LedgerHttpProtocol,),
+        {"served_by": served_by.encode(), "registry": connections},
+    )

@@ -1,0 +1,199 @@
+"""Hostile connections against a real `ledger serve`: huge headers, endless chunked bodies,
+requests that never finish arriving, and a slowloris past the file-descriptor limit.
+
+Memory is measured as the server's peak RSS (VmHWM) before and after, with a bound."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cutover.local.ledger_process import LedgerProcess
+from tests.app.conftest import StartLedger
+
+pytestmark = pytest.mark.slow
+
+SENT_MB = 32  # what the client tries to push; the server must not hold it
+BOUND_MB = 8  # most the server's peak RSS may grow meanwhile
+CHUNK = b"a" * 65536
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+class _Reader(threading.Thread):
+    """Reads a socket until the server closes it, while the main thread keeps sending."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.data = sock, b""
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := self.sock.recv(65536):
+                self.data += chunk
+
+
+def _push(port: int, head: bytes, body_chunks: Iterator[bytes]) -> bytes:
+    """Send `head` then chunks until the server stops us; returns what it answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = _Reader(sock)
+        reader.start()
+        with contextlib.suppress(OSError):
+            sock.sendall(head)
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        reader.join(10)
+        return reader.data
+
+
+def _status(raw: bytes) -> int:
+    assert raw.startswith(b"HTTP/1.1 "), raw[:100]
+    return int(raw[9:12])
+
+
+def test_headers_past_the_limit_get_431_and_memory_stays_flat(start_ledger: StartLedger) -> None:
+    process = start_ledger()
+    before = _peak_rss_mb(process.pid)
+    head = b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: "
+    raw = _push(process.port, head, iter([CHUNK] * (SENT_MB * 16) + [b"\r\n\r\n"]))
+    growth = _peak_rss_mb(process.pid) - before
+    print(f"peak RSS {before:.0f} MB -> +{growth:.1f} MB")
+    assert _status(raw) == 431, raw[:200]
+    assert b'"request_header_fields_too_large"' in raw and b"x-request-id: " in raw
+    assert growth < BOUND_MB, f"peak RSS grew {growth:.1f} MB for {SENT_MB} MB of headers"
+    assert httpx.get(process.url + "/health/live").status_code == 200
+
+
+def test_a_chunked_body_stops_at_the_limit_with_413_and_memory_stays_flat(start_ledger: StartLedger) -> None:
+    process = start_ledger()
+    before = _peak_rss_mb(process.pid)
+    head = (
+        b"POST /transfers HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"idempotency-key: chunked-1\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    chunk = b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK)
+    raw = _push(process.port, head, iter([chunk] * (SENT_MB * 16) + [b"0\r\n\r\n"]))
+    growth = _peak_rss_mb(process.pid) - before
+    print(f"peak RSS {before:.0f} MB -> +{growth:.1f} MB")
+    assert _status(raw) == 413, raw[:200]
+    assert b'"payload_too_large"' in raw and b"connection: close" in raw
+    assert growth < BOUND_MB, f"peak RSS grew {growth:.1f} MB for a {SENT_MB} MB chunked body"
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bytes | None:
+    """What the server wrote before closing, or None if it is still open after `within` s."""
+    sock.settimeout(within)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return data
+
+
+def test_requests_that_never_finish_arriving_are_closed_with_408(start_ledger: StartLedger) -> None:
+    process = start_ledger(HTTP_HEADER_TIMEOUT_SECONDS="1", HTTP_BODY_TIMEOUT_SECONDS="1")
+    silent = socket.create_connection(("127.0.0.1", process.port))
+    half_header = socket.create_connection(("127.0.0.1", process.port))
+    half_header.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: ")
+    short_body = socket.create_connection(("127.0.0.1", process.port))
+    short_body.sendall(
+        b"POST /accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 1000\r\n\r\n0123456789"
+    )
+    with silent, half_header, short_body:
+        for sock, code in ((silent, b"header_timeout"), (half_header, b"header_timeout")):
+            answer = _closed_by_server(sock, within=10)
+            assert answer is not None, "the server left the connection open"
+            assert _status(answer) == 408 and code in answer, answer[:200]
+        answer = _closed_by_server(short_body, within=10)
+        assert answer is not None, "the server left the connection open"
+        assert _status(answer) == 408 and b"body_timeout" in answer, answer[:200]
+    metrics = httpx.get(process.url + "/metrics").text
+    assert 'ledger_http_connections_closed_total{reason="header_timeout"} 2.0' in metrics
+    assert 'ledger_http_connections_closed_total{reason="body_timeout"} 1.0' in metrics
+
+
+@contextlib.contextmanager
+def _open_file_limit(soft: int) -> Iterator[None]:
+    """Processes started inside inherit this soft limit on open files."""
+    old_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (old_soft, hard))
+
+
+SLOWLORIS = 1500  # connections, each a request that never finishes its headers
+CHILD_FD_LIMIT = 512  # the server's open-file limit: the slowloris is three times that
+
+
+def _open_gauge(process: LedgerProcess) -> float:
+    families = text_string_to_metric_families(httpx.get(process.url + "/metrics", timeout=5).text)
+    return next(f.samples[0].value for f in families if f.name == "ledger_http_connections_open")
+
+
+def test_health_answers_under_a_slowloris_past_the_descriptor_limit(start_ledger: StartLedger) -> None:
+    with _open_file_limit(CHILD_FD_LIMIT):
+        process = start_ledger(HTTP_MAX_CONNECTIONS="300")
+    attackers: list[socket.socket] = []
+    try:
+        for _ in range(SLOWLORIS):
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(("127.0.0.1", process.port))
+            attackers.append(sock)
+        time.sleep(0.5)
+        for sock in attackers:
+            with contextlib.suppress(OSError):
+                sock.send(b"GET /health/live HTTP/1.1\r\nhost: x\r\n")
+        time.sleep(0.5)
+        for _ in range(5):
+            answer = httpx.get(process.url + "/health/live", timeout=5)
+            assert answer.status_code == 200
+        assert _open_gauge(process) <= 300
+        metrics = httpx.get(process.url + "/metrics", timeout=5).text
+        assert 'ledger_http_connections_closed_total{reason="evicted"}' in metrics
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(start_ledger: StartLedger) -> None:
+    process = start_ledger(HTTP_MAX_CONNECTIONS="2")
+    busy = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(2)]
+    try:
+        for sock in busy:  # headers read, body still arriving: not idle, so not evicted
+            sock.sendall(
+                b"POST /accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: 100\r\n\r\n{"
+            )
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", process.port)) as extra:
+            answer = _closed_by_server(extra, within=5)
+        assert answer is not None and _status(answer) == 503, answer
+        assert b'"over_capacity"' in answer and b"connection: close" in answer
+    finally:
+        for sock in busy:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200

@@ -1,0 +1,72 @@
+"""The end of the drain window under load: a request the server received before its listener
+closed is answered, or refused cleanly (a response with `connection: close`) - never dropped
+without an answer. Real `ledger serve`, 16 clients sending through the end of the window."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.app.conftest import StartLedger
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 16
+DRAIN = 3.0
+
+
+async def _client(url: str, account: str, stop_at: float, outcomes: Counter[str]) -> None:
+    # No retries: a dropped request shows as a read or protocol error.
+    async with httpx.AsyncClient(
+        base_url=url, timeout=10, transport=httpx.AsyncHTTPTransport(retries=0)
+    ) as http:
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            try:
+                if n % 2:
+                    answer = await http.get(f"/accounts/{account}")
+                else:
+                    answer = await http.post(
+                        "/accounts",
+                        json={"name": uuid.uuid4().hex, "currency": "EUR"},
+                    )
+                if answer.status_code == 503:  # refused before it was read: clean, if it says so
+                    assert answer.headers["connection"] == "close", answer.headers
+                    assert answer.json()["error"]["code"] == "shutting_down"
+                outcomes[f"status {answer.status_code}"] += 1
+            except httpx.ConnectError:
+                outcomes["refused at connect"] += 1  # the listener is closed: clean
+                await asyncio.sleep(0.05)
+            except httpx.HTTPError as exc:
+                outcomes[f"dropped: {type(exc).__name__}"] += 1
+
+
+async def _scenario(start: StartLedger) -> Counter[str]:
+    process = start(DRAIN_SECONDS=str(DRAIN), SHUTDOWN_TIMEOUT_SECONDS="5")
+    async with httpx.AsyncClient(base_url=process.url) as http:
+        account = (await http.post("/accounts", json={"name": "a", "currency": "EUR"})).json()["id"]
+    outcomes: Counter[str] = Counter()
+    sigterm_at = time.monotonic()
+    stop_at = sigterm_at + DRAIN + 1.5  # keep sending well past the end of the window
+    clients = [asyncio.create_task(_client(process.url, account, stop_at, outcomes)) for _ in range(CLIENTS)]
+    await asyncio.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    await asyncio.gather(*clients)
+    assert await asyncio.to_thread(process.wait, 15) == 0
+    return outcomes
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_the_end_of_the_drain_window_drops_no_request(start_ledger: StartLedger, run: int) -> None:
+    outcomes = asyncio.run(_scenario(start_ledger))
+    print(dict(outcomes))
+    dropped = {k: v for k, v in outcomes.items() if k.startswith("dropped")}
+    assert dropped == {}, dict(outcomes)
+    assert outcomes["status 200"] > 100 and outcomes["refused at connect"] > 0, dict(outcomes)

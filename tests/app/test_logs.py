@@ -1,0 +1,36 @@
+"""Text logs cannot be forged through a request: control characters are escaped."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from ledger.logs import TextFormatter
+from tests.app.conftest import StartLedger
+
+
+def test_text_formatter_escapes_control_characters_in_message_and_fields() -> None:
+    record = logging.makeLogRecord(
+        {
+            "msg": "GET %s 404",
+            "args": ("/x\nforged\r\x1b[2J",),
+            "levelname": "INFO",
+            "name": "t",
+            "path": "a\nb",
+        }
+    )
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "/x\\nforged\\r\\x1b[2J" in line and "path=a\\nb" in line
+
+
+def test_a_request_path_cannot_forge_a_text_log_line(start_ledger: StartLedger) -> None:
+    process = start_ledger(LOG_FORMAT="text", PYTHONUNBUFFERED="1")
+    forged = "12:00:00.000 ERROR   ledger: FORGED"
+    with httpx.Client(base_url=process.url) as http:
+        assert http.get("/accounts/x%0A" + forged.replace(" ", "%20")).status_code == 404
+    process.kill()
+    lines = process.log_path.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("12:00:00.000")], lines[-5:]
+    assert any("FORGED" in line and "\\n12:00:00.000" in line for line in lines)
