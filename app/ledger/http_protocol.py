@@ -5,7 +5,11 @@ never finishes arriving, and no cap on connections. This subclass adds them, and
 answers it gives before the application sees a request look like ledger's own (JSON error,
 request id, `x-served-by`, security headers, `connection: close`):
 
-- headers larger than `max_header_bytes` (request line included): 431, connection closed;
+- headers larger than `max_header_bytes` (request line included), trailers counted with
+  them: 431, connection closed. Every parsed URL piece and header counts, and so does every
+  byte received since the parser last made progress (a header line still arriving, the
+  headers of a pipelined request while the previous one runs); while a response is under
+  way the connection stops reading and the 431 follows that response;
 - headers not complete `header_timeout` seconds after the connection opened or the previous
   response ended: 408 (a silent or half-sent request), connection closed;
 - a body not complete `body_timeout` seconds after its headers: 408, connection closed;
@@ -38,6 +42,10 @@ log = logging.getLogger("ledger.http")
 
 _SWEEP_SECONDS = 1.0
 _LINGER_SECONDS = 1.0  # after a refusal at shutdown: read and discard, so no RST eats the answer
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a request past the header limit."""
 
 
 class Phase(enum.Enum):
@@ -106,7 +114,9 @@ class LedgerHttpProtocol(HttpToolsProtocol):
 
     phase: Phase = Phase.HEADERS
     since: float = 0.0
-    _header_bytes: int = 0
+    _head_bytes: int = 0  # request line and headers (and trailers) parsed for this request
+    _unparsed: int = 0  # bytes received since the parser last finished headers or body data
+    _head_too_large: bool = False
     _lingering: bool = False
 
     @property
@@ -131,37 +141,68 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or self._head_too_large:
             return  # refused already: whatever the client still sends is discarded
-        if self.phase is Phase.HEADERS:
-            self._header_bytes += len(data)
+        self._unparsed += len(data)
         super().data_received(data)
-        if self.phase is Phase.HEADERS and self._header_bytes > self.registry.limits.max_header_bytes:
-            self._refuse_connection(
-                431,
-                "request_header_fields_too_large",
-                f"request line and headers must fit in {self.registry.limits.max_header_bytes} bytes",
-            )
+        if self._unparsed > self.registry.limits.max_header_bytes and not self.transport.is_closing():
+            self._refuse_head_too_large()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
+        super().on_body(body)
+
+    def _count_head(self, size: int) -> None:
+        """Count parsed request line, header or trailer bytes; past the limit, stop parsing."""
+        self._head_bytes += size
+        if self._head_bytes > self.registry.limits.max_header_bytes:
+            self._refuse_head_too_large()
+            raise _HeadTooLarge  # httptools stops parsing; send_400_response sees the flag
+
+    def _refuse_head_too_large(self) -> None:
+        """431 now, or, while a response is under way on this connection, once it is sent."""
+        self._head_too_large = True
+        cycle = self.cycle
+        owed = cycle is not None and not cycle.response_complete  # to an earlier request, or started
+        if self.pipeline or (owed and (self.phase is Phase.APP or cycle.response_started)):
+            self.flow.pause_reading()
+            return
+        self._refuse_connection(
+            431,
+            "request_header_fields_too_large",
+            f"request line and headers must fit in {self.registry.limits.max_header_bytes} bytes",
+        )
 
     def handle_websocket_upgrade(self) -> None:
         self.registry.discard(self)  # from here on the websocket protocol owns the transport
         super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
-        self._header_bytes = 0
+        self._head_bytes = 0
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self.phase, self.since = Phase.BODY, self.loop.time()
+        self.phase, self.since, self._unparsed = Phase.BODY, self.loop.time(), 0
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self.phase = Phase.APP
+        self.phase, self._unparsed = Phase.APP, 0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         if not self.pipeline and self.phase is Phase.APP:
-            self.phase, self.since, self._header_bytes = Phase.HEADERS, self.loop.time(), 0
+            self.phase, self.since = Phase.HEADERS, self.loop.time()
+        if self._head_too_large and not self.pipeline:
+            self._head_too_large = False  # so the refusal below is written, not deferred again
+            self._refuse_head_too_large()
         super().on_response_complete()
 
     def shutdown(self) -> None:
@@ -176,7 +217,10 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         )
 
     def send_400_response(self, msg: str) -> None:
-        """The parser refused the request: answer 400 as JSON and close."""
+        """The parser refused the request: answer 400 as JSON and close (or, when a header
+        limit stopped it, the 431 is written or deferred already)."""
+        if self._head_too_large:
+            return
         self._refuse_connection(400, "bad_request", "malformed HTTP request")
 
     def time_out(self, reason: str, message: str) -> None:

@@ -5,20 +5,24 @@ Memory is measured as the server's peak RSS (VmHWM) before and after, with a bou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import resource
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cutover.local.ledger_process import LedgerProcess
-from tests.app.conftest import StartLedger
+from tests.app.conftest import StartLedger, open_account
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +201,67 @@ def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(start_ledger
             sock.close()
     time.sleep(0.3)
     assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200
+
+
+def _trailers(total_mb: int) -> Iterator[bytes]:
+    line = b"x-trailer: " + b"t" * 1000 + b"\r\n"
+    block = line * 64
+    for _ in range(total_mb * 1024 * 1024 // len(block)):
+        yield block
+    yield b"\r\n"
+
+
+def test_trailers_count_against_the_header_limit(start_ledger: StartLedger) -> None:
+    process = start_ledger()
+    before = _peak_rss_mb(process.pid)
+    head = (
+        b"POST /accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    )
+    raw = _push(process.port, head, _trailers(SENT_MB))
+    growth = _peak_rss_mb(process.pid) - before
+    print(f"peak RSS {before:.0f} MB -> +{growth:.1f} MB")
+    assert _status(raw) == 431, raw[:200]
+    assert b'"request_header_fields_too_large"' in raw and b"connection: close" in raw
+    assert growth < BOUND_MB, f"peak RSS grew {growth:.1f} MB for {SENT_MB} MB of trailers"
+
+
+def test_pipelined_headers_count_while_the_previous_request_runs(
+    start_ledger: StartLedger, database_url: str
+) -> None:
+    process = start_ledger(DB_STATEMENT_TIMEOUT_SECONDS="2")
+    ids = [open_account(httpx.Client(base_url=process.url), 5, name=name) for name in ("a", "b")]
+    transfer = json.dumps({"from_account_id": ids[0], "to_account_id": ids[1], "amount": 1}).encode()
+    head = (
+        b"POST /transfers HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"idempotency-key: slow\r\ncontent-length: %d\r\n\r\n%s" % (len(transfer), transfer)
+    ) + b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: "
+
+    async def scenario() -> bytes:
+        blocker = await asyncpg.connect(database_url)  # the transfer waits on this row lock
+        try:
+            async with blocker.transaction():
+                await blocker.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", uuid.UUID(ids[0]))
+                chunks = iter([CHUNK] * (SENT_MB * 16) + [b"\r\n\r\n"])
+                return await asyncio.to_thread(_push, process.port, head, chunks)
+        finally:
+            await blocker.close()
+
+    before = _peak_rss_mb(process.pid)
+    raw = asyncio.run(scenario())
+    growth = _peak_rss_mb(process.pid) - before
+    print(f"peak RSS {before:.0f} MB -> +{growth:.1f} MB")
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert _status(first) in (201, 503), raw[:300]  # the first request is answered first
+    assert b"HTTP/1.1 431 " in rest and b'"request_header_fields_too_large"' in rest, raw[:600]
+    assert growth < BOUND_MB, f"peak RSS grew {growth:.1f} MB for {SENT_MB} MB of pipelined headers"
+
+
+@pytest.mark.parametrize("size_kb", [33, 180])
+def test_a_header_past_the_limit_in_one_send_gets_431(start_ledger: StartLedger, size_kb: int) -> None:
+    process = start_ledger()
+    request = b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: " + b"b" * (size_kb * 1024) + b"\r\n\r\n"
+    raw = _push(process.port, request, iter([]))
+    assert _status(raw) == 431, raw[:200]
+    just_fits = b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: " + b"b" * (30 * 1024) + b"\r\n\r\n"
+    assert _status(_push(process.port, just_fits, iter([]))) == 200
