@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import httpx
 
@@ -30,6 +31,9 @@ def test_a_request_path_cannot_forge_a_text_log_line(start_ledger: StartLedger) 
     forged = "12:00:00.000 ERROR   ledger: FORGED"
     with httpx.Client(base_url=process.url) as http:
         assert http.get("/accounts/x%0A" + forged.replace(" ", "%20")).status_code == 404
+    deadline = time.monotonic() + 10  # the access line is written after the answer is sent
+    while "FORGED" not in process.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     process.kill()
     lines = process.log_path.read_text().splitlines()
     assert not [line for line in lines if line.startswith("12:00:00.000")], lines[-5:]
