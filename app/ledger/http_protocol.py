@@ -13,8 +13,12 @@ request id, `x-served-by`, security headers, `connection: close`):
 - headers not complete `header_timeout` seconds after the connection opened or the previous
   response ended: 408 (a silent or half-sent request), connection closed;
 - a body not complete `body_timeout` seconds after its headers: 408, connection closed;
-- at `max_connections` open connections a new one evicts the oldest idle one (waiting for
-  a request, like a slowloris), or, when every connection is busy, is answered 503;
+- at `max_connections` open connections a new one evicts the one stalled longest: waiting
+  for (the rest of) a request's headers or body, like a slowloris, the longest (an active
+  keep-alive client has waited only since its last response). One with part of a request
+  received, or one that served requests (a request may be on the wire), is answered 503
+  with `connection: close` first. When every connection has a request the application is
+  answering, the new one is answered 503;
 - a request the parser refuses (bad or duplicate Content-Length, NUL in a header): 400;
 - at shutdown, a connection with no request under way: 503, so a request in flight on it is
   refused cleanly instead of dropped.
@@ -86,9 +90,9 @@ class Connections:
         if self.open.pop(connection, 0) is None:
             self.on_count(len(self.open))
 
-    def oldest_idle(self) -> LedgerHttpProtocol | None:
-        """The connection that has waited longest for a request, if any is waiting."""
-        return next((c for c in self.open if c.idle), None)
+    def most_stalled(self) -> LedgerHttpProtocol | None:
+        """The connection waiting longest for a request's headers or body, if any is waiting."""
+        return min((c for c in self.open if c.evictable), key=lambda c: c.since, default=None)
 
     def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close every connection past its header or body deadline."""
@@ -120,20 +124,23 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     _lingering: bool = False
 
     @property
-    def idle(self) -> bool:
-        """Waiting for a request (not reading one, not answering one): safe to close."""
-        return self.phase is Phase.HEADERS and (self.cycle is None or self.cycle.response_complete)
+    def evictable(self) -> bool:
+        """Waiting on the client (for a request's headers or body), with no response under way."""
+        cycle = self.cycle
+        if self.phase is Phase.HEADERS:
+            return cycle is None or cycle.response_complete
+        return self.phase is Phase.BODY and cycle is not None and not cycle.response_started
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.phase, self.since = Phase.HEADERS, self.loop.time()
         connections = self.registry
         if len(connections.open) >= connections.limits.max_connections:
-            victim = connections.oldest_idle()
+            victim = connections.most_stalled()
             if victim is None:
                 self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
                 return
-            victim.close_idle()
+            victim.evict()
         connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -231,11 +238,27 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         else:
             self._refuse_connection(408, reason, message)
 
-    def close_idle(self) -> None:
-        """Evicted to make room for a new connection while at the cap."""
-        self.registry.on_closed("evicted")
-        self.registry.discard(self)
-        self.transport.close()
+    def evict(self) -> None:
+        """Closed to make room for a new connection while at the cap.
+
+        With part of a request received, or after serving requests (the next may be on the
+        wire), the client is told: 503, `retry-after`, `connection: close`. A connection that
+        served requests lingers so the answer is not lost to a reset; one that never did (a
+        slowloris) does not hold a descriptor for it.
+        """
+        if self.phase is Phase.HEADERS and self._unparsed == 0 and self.cycle is None:
+            self.registry.on_closed("evicted")
+            self.registry.discard(self)
+            self.transport.close()
+            return
+        self._refuse_connection(
+            503,
+            "over_capacity",
+            "the server is at its connection limit and this connection was the most stalled; retry",
+            ((b"retry-after", b"1"),),
+            linger=self.cycle is not None and self.phase is Phase.HEADERS,
+            reason="evicted",
+        )
 
     def _refuse_connection(
         self,
@@ -245,17 +268,19 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         headers: tuple[tuple[bytes, bytes], ...] = (),
         *,
         linger: bool = False,
+        reason: str | None = None,
     ) -> None:
         """Write a complete JSON error response outside any request cycle, then close.
 
         With `linger`, the write side closes first and what the client still sends is read
         and discarded until it closes (at most _LINGER_SECONDS): closing with unread data
         would reset the connection, and the reset can destroy the answer before it is read.
+        `reason` is what the closed-connections metric counts, `code` by default.
         """
         self.registry.discard(self)
         if self.transport.is_closing():
             return
-        self.registry.on_closed(code)
+        self.registry.on_closed(reason or code)
         log.info("connection refused", extra={"status": status, "reason": code, "client": _peer(self.client)})
         body = error_body(code, message)
         head = [

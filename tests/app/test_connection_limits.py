@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -182,25 +182,109 @@ def test_health_answers_under_a_slowloris_past_the_descriptor_limit(start_ledger
             sock.close()
 
 
-def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(start_ledger: StartLedger) -> None:
-    process = start_ledger(HTTP_MAX_CONNECTIONS="2")
-    busy = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(2)]
+def _locked_transfer(ids: list[str], key: str) -> bytes:
+    """A POST /transfers that waits while another session holds a lock on the payer's row."""
+    transfer = json.dumps({"from_account_id": ids[0], "to_account_id": ids[1], "amount": 1}).encode()
+    return (
+        b"POST /transfers HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"idempotency-key: %s\r\ncontent-length: %d\r\n\r\n%s" % (key.encode(), len(transfer), transfer)
+    )
+
+
+@contextlib.asynccontextmanager
+async def _row_locked(database_url: str, account_id: str) -> AsyncIterator[None]:
+    blocker = await asyncpg.connect(database_url)
     try:
-        for sock in busy:  # headers read, body still arriving: not idle, so not evicted
-            sock.sendall(
-                b"POST /accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                b"content-length: 100\r\n\r\n{"
-            )
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", process.port)) as extra:
-            answer = _closed_by_server(extra, within=5)
-        assert answer is not None and _status(answer) == 503, answer
-        assert b'"over_capacity"' in answer and b"connection: close" in answer
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", uuid.UUID(account_id))
+            yield
     finally:
-        for sock in busy:
-            sock.close()
+        await blocker.close()
+
+
+def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(
+    start_ledger: StartLedger, database_url: str
+) -> None:
+    process = start_ledger(HTTP_MAX_CONNECTIONS="2", DB_STATEMENT_TIMEOUT_SECONDS="5")
+    ids = [open_account(httpx.Client(base_url=process.url), 5, name=name) for name in ("a", "b")]
+
+    async def scenario() -> bytes | None:
+        async with _row_locked(database_url, ids[0]):
+            busy = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(2)]
+            try:
+                for n, sock in enumerate(busy):  # the application is answering both: not evicted
+                    sock.sendall(_locked_transfer(ids, f"busy-{n}"))
+                await asyncio.sleep(0.5)
+                with socket.create_connection(("127.0.0.1", process.port)) as extra:
+                    return await asyncio.to_thread(_closed_by_server, extra, 4)
+            finally:
+                for sock in busy:
+                    sock.close()
+
+    answer = asyncio.run(scenario())
+    assert answer is not None and _status(answer) == 503, answer
+    assert b'"over_capacity"' in answer and b"connection: close" in answer
     time.sleep(0.3)
     assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200
+
+
+def test_at_the_cap_stalled_bodies_are_evicted_so_health_answers(start_ledger: StartLedger) -> None:
+    process = start_ledger(HTTP_MAX_CONNECTIONS="50")
+    stalled = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(50)]
+    try:
+        for sock in stalled:  # headers read, a body that never arrives
+            sock.sendall(
+                b"POST /accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b'content-length: 1000\r\n\r\n{"a"'
+            )
+        time.sleep(0.5)
+        for path in ("/health/live", "/health/ready", "/health/live", "/health/ready"):
+            assert httpx.get(process.url + path, timeout=5).status_code == 200, path
+        evicted = _closed_by_server(stalled[0], within=2)  # the most stalled went first, told why
+        assert evicted is not None and _status(evicted) == 503, evicted
+        assert b'"over_capacity"' in evicted and b"connection: close" in evicted
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One whole response (with a content-length) read from a keep-alive connection."""
+    sock.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or b"!"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.startswith(b"content-length:")).split(b":")[1]
+    )
+    while len(body) < length:
+        body += sock.recv(65536) or b"!"
+    return head + b"\r\n\r\n" + body
+
+
+def test_eviction_takes_the_most_stalled_not_an_active_keep_alive_client(start_ledger: StartLedger) -> None:
+    process = start_ledger(HTTP_MAX_CONNECTIONS="3")
+    request = b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n"
+    with contextlib.ExitStack() as stack:
+        keep_alive = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
+        slow = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
+        slow.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: ")  # stalled from now on
+        time.sleep(0.3)
+        keep_alive.sendall(request)  # opened first, but active: it waited only since this answer
+        assert _status(_response(keep_alive)) == 200
+        other = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
+        other.sendall(request)
+        assert _status(_response(other)) == 200
+        time.sleep(0.3)
+        newcomer = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
+        newcomer.sendall(request)
+        assert _status(_response(newcomer)) == 200
+        evicted = _closed_by_server(slow, within=2)
+        assert evicted is not None and _status(evicted) == 503, evicted  # the partial request is answered
+        assert b"connection: close" in evicted
+        keep_alive.sendall(request)
+        assert _status(_response(keep_alive)) == 200
 
 
 def _trailers(total_mb: int) -> Iterator[bytes]:
@@ -231,21 +315,12 @@ def test_pipelined_headers_count_while_the_previous_request_runs(
 ) -> None:
     process = start_ledger(DB_STATEMENT_TIMEOUT_SECONDS="2")
     ids = [open_account(httpx.Client(base_url=process.url), 5, name=name) for name in ("a", "b")]
-    transfer = json.dumps({"from_account_id": ids[0], "to_account_id": ids[1], "amount": 1}).encode()
-    head = (
-        b"POST /transfers HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"idempotency-key: slow\r\ncontent-length: %d\r\n\r\n%s" % (len(transfer), transfer)
-    ) + b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: "
+    head = _locked_transfer(ids, "slow") + b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: "
 
     async def scenario() -> bytes:
-        blocker = await asyncpg.connect(database_url)  # the transfer waits on this row lock
-        try:
-            async with blocker.transaction():
-                await blocker.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", uuid.UUID(ids[0]))
-                chunks = iter([CHUNK] * (SENT_MB * 16) + [b"\r\n\r\n"])
-                return await asyncio.to_thread(_push, process.port, head, chunks)
-        finally:
-            await blocker.close()
+        async with _row_locked(database_url, ids[0]):  # the transfer waits on this row lock
+            chunks = iter([CHUNK] * (SENT_MB * 16) + [b"\r\n\r\n"])
+            return await asyncio.to_thread(_push, process.port, head, chunks)
 
     before = _peak_rss_mb(process.pid)
     raw = asyncio.run(scenario())
