@@ -55,6 +55,7 @@ class Settings:
     cluster_interval_seconds: float = 5.0
     cluster_dns_server: str = ""  # host:port; empty means the system resolver
     ws_max_per_client: int = 10
+    ws_max_connections: int = 1024
     ws_max_message_bytes: int = 4096
     ws_handshakes_per_minute: int = 60
     log_format: LogFormat = "json"
@@ -118,6 +119,7 @@ class Settings:
             cluster_interval_seconds=_seconds(env, "CLUSTER_INTERVAL_SECONDS", 5.0, high=300, low=0.1),
             cluster_dns_server=_dns_server(env.get("CLUSTER_DNS_SERVER", "")),
             ws_max_per_client=_int(env, "WS_MAX_PER_CLIENT", 10, low=1, high=100_000),
+            ws_max_connections=_int(env, "WS_MAX_CONNECTIONS", 1024, low=1, high=1_000_000),
             ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 4096, low=125, high=16 * 1024 * 1024),
             ws_handshakes_per_minute=_int(env, "WS_HANDSHAKES_PER_MINUTE", 60, low=0, high=10_000_000),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),  # type: ignore[arg-type]

@@ -36,7 +36,7 @@ from ledger.ws_protocol import LedgerWebSocketProtocol
 log = logging.getLogger("ledger.server")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_FD_RESERVE = 128  # descriptors beyond client connections: pool, feed, peers, websockets, logs
+_FD_RESERVE = 128  # descriptors beyond HTTP and websocket clients: pool, feed, peers, logs
 
 
 class DrainingServer(uvicorn.Server):
@@ -106,7 +106,7 @@ def serve(settings: Settings) -> int:
         on_closed=lambda reason: metrics.http_connections_closed.labels(reason).inc(),
         on_count=metrics.http_connections.set,
     )
-    _fd_headroom(settings.http_max_connections)
+    _fd_headroom(settings.http_max_connections + settings.ws_max_connections)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -134,7 +134,8 @@ def serve(settings: Settings) -> int:
 
 
 def _fd_headroom(max_connections: int) -> None:
-    """Raise the open-file soft limit so the connection cap, not EMFILE, is what bounds us."""
+    """Raise the open-file soft limit so the connection caps (HTTP and websocket), not EMFILE,
+    are what bound us."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max_connections + _FD_RESERVE
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -142,7 +143,7 @@ def _fd_headroom(max_connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < wanted:
             log.warning(
-                "open-file limit %d is below HTTP_MAX_CONNECTIONS + %d: lower HTTP_MAX_CONNECTIONS",
+                "open-file limit %d is below HTTP_MAX_CONNECTIONS + WS_MAX_CONNECTIONS + %d: lower them",
                 target,
                 _FD_RESERVE,
             )

@@ -126,3 +126,50 @@ def test_a_subscriber_that_never_reads_is_closed_by_the_message_bound(
         assert _samples(process, "ledger_websocket_closes").get("too_slow") == 1
     finally:
         sock.close()
+
+
+def _handshake(process: LedgerProcess) -> tuple[socket.socket, bytes]:
+    """A raw websocket handshake: the socket and the server's whole answer head (and body)."""
+    sock = socket.create_connection(("127.0.0.1", process.port), timeout=5)
+    key = base64.b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET /ws/transfers HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-version: 13\r\nsec-websocket-key: " + key + b"\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(4096):
+                head += chunk
+    return sock, head
+
+
+def test_websockets_in_all_are_capped_so_descriptors_remain_for_http(start_ledger: StartLedger) -> None:
+    process = start_ledger(WS_MAX_CONNECTIONS="20", WS_MAX_PER_CLIENT="1000", WS_HANDSHAKES_PER_MINUTE="0")
+    sockets: list[socket.socket] = []
+    answers: list[bytes] = []
+    try:
+        for _ in range(30):
+            sock, head = _handshake(process)
+            sockets.append(sock)
+            answers.append(head)
+        statuses = [int(head[9:12]) for head in answers]
+        assert statuses == [101] * 20 + [503] * 10, statuses
+        assert b'"over_capacity"' in answers[-1] and b"retry-after: " in answers[-1].lower()
+        assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200
+        assert _samples(process, "ledger_websocket_closes")["over_capacity"] == 10
+        assert _samples(process, "ledger_websockets_open")[""] == 20
+    finally:
+        for sock in sockets:
+            sock.close()
+    deadline = time.monotonic() + 5  # closed sockets free their places
+    while _samples(process, "ledger_websockets_open").get("", 0) > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sock, head = _handshake(process)
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 101"), head

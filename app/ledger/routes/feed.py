@@ -23,36 +23,40 @@ TRY_AGAIN_LATER = 1013  # this subscriber fell too far behind
 
 
 class PerClientLimit:
-    """At most `limit` open websockets per client address."""
+    """At most `limit` open websockets per client address, and `total` in all."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, total: int) -> None:
+        self.limit, self.total = limit, total
         self._open: Counter[str] = Counter()
+        self.count = 0
 
     def acquire(self, client: str) -> bool:
         if self._open[client] >= self.limit:
             return False
         self._open[client] += 1
+        self.count += 1
         return True
 
     def release(self, client: str) -> None:
+        self.count -= 1
         self._open[client] -= 1
         if self._open[client] <= 0:
             del self._open[client]
 
 
-async def _refuse_handshake(websocket: WebSocket, wait: float, limit: int) -> None:
-    """429 with Retry-After instead of the upgrade, where the server supports it; else 403."""
+async def _refuse_handshake(
+    websocket: WebSocket, wait: float, status: int, code: str, message: str, close_code: int
+) -> None:
+    """`status` with Retry-After instead of the upgrade, where the server supports it; else
+    the handshake is accepted and closed with `close_code`."""
     if "websocket.http.response" not in websocket.scope.get("extensions", {}):
-        await websocket.close(POLICY_VIOLATION)
+        await websocket.close(close_code)
         return
-    body = error_body(
-        "rate_limited", f"too many websocket handshakes: the limit is {limit} per minute per client"
-    )
+    body = error_body(code, message)
     await websocket.send(
         {
             "type": "websocket.http.response.start",
-            "status": 429,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"retry-after", str(max(1, math.ceil(wait))).encode()),
@@ -64,7 +68,7 @@ async def _refuse_handshake(websocket: WebSocket, wait: float, limit: int) -> No
 
 def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSocketRoute]:
     settings = runtime.settings
-    limit = PerClientLimit(settings.ws_max_per_client)
+    limit = PerClientLimit(settings.ws_max_per_client, settings.ws_max_connections)
     handshakes = (
         TokenBuckets(
             settings.ws_handshakes_per_minute, lambda: 1, max_clients=settings.rate_limit_max_clients
@@ -79,29 +83,52 @@ def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSock
         wait = handshakes.take(client) if handshakes is not None else 0.0
         if wait > 0.0:
             closes.labels("rate_limited").inc()
-            await _refuse_handshake(websocket, wait, settings.ws_handshakes_per_minute)
-            return
-        # Accept first: a close before the handshake completes reaches the client as a bare
-        # HTTP 403, without the close code and reason that tell it what to do.
-        await websocket.accept()
-        if runtime.draining:
-            closes.labels("draining").inc()
-            await websocket.close(GOING_AWAY, "server is draining; reconnect")
-            return
-        if not limit.acquire(client):
-            closes.labels("too_many").inc()
-            await websocket.close(
-                POLICY_VIOLATION, f"too many websocket connections from this address (limit {limit.limit})"
+            await _refuse_handshake(
+                websocket,
+                wait,
+                429,
+                "rate_limited",
+                f"too many websocket handshakes: the limit is {settings.ws_handshakes_per_minute} per minute per client",
+                POLICY_VIOLATION,
             )
             return
-        subscriber = runtime.feed.subscribe()
-        runtime.metrics.websockets.inc()
+        if limit.count >= limit.total:  # every socket is a descriptor: keep the reserve for HTTP
+            closes.labels("over_capacity").inc()
+            await _refuse_handshake(
+                websocket,
+                1,
+                503,
+                "over_capacity",
+                f"the server is at its websocket limit ({limit.total}); retry",
+                TRY_AGAIN_LATER,
+            )
+            return
+        acquired = limit.acquire(client)  # before any await: the total cannot be overshot
         try:
-            await _serve(websocket, subscriber, runtime.drain_started, lambda r: closes.labels(r).inc())
+            # Accept first: a close before the handshake completes reaches the client as a bare
+            # HTTP 403, without the close code and reason that tell it what to do.
+            await websocket.accept()
+            if runtime.draining:
+                closes.labels("draining").inc()
+                await websocket.close(GOING_AWAY, "server is draining; reconnect")
+                return
+            if not acquired:
+                closes.labels("too_many").inc()
+                await websocket.close(
+                    POLICY_VIOLATION,
+                    f"too many websocket connections from this address (limit {limit.limit})",
+                )
+                return
+            subscriber = runtime.feed.subscribe()
+            runtime.metrics.websockets.inc()
+            try:
+                await _serve(websocket, subscriber, runtime.drain_started, lambda r: closes.labels(r).inc())
+            finally:
+                runtime.feed.unsubscribe(subscriber)
+                runtime.metrics.websockets.dec()
         finally:
-            runtime.feed.unsubscribe(subscriber)
-            runtime.metrics.websockets.dec()
-            limit.release(client)
+            if acquired:
+                limit.release(client)
 
     return [WebSocketRoute("/ws/transfers", transfers)]
 
