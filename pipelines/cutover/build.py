@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cutover.adapters.history import DynamoDBHistory, FileHistory
 from cutover.adapters.http_health import HttpHealth
 from cutover.adapters.locks import DynamoDBLock, FileLock
 from cutover.adapters.state_store import DynamoDBStateStore, FileStateStore
-from cutover.analysis import CanaryAnalysis, MetricsSource
 from cutover.cancel import CancelScope
 from cutover.envconfig import EnvConfig
 from cutover.machine import ReleaseMachine, Reporter
@@ -24,6 +23,9 @@ from cutover.model import COLORS, BadInput
 from cutover.ports import Deployer, History, Lock, TrafficRouter
 from cutover.release_state import ReleaseStateStore
 from cutover.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from cutover.analysis import CanaryAnalysis, MetricsSource
 
 Note = Callable[[str], None]
 THRESHOLD_NAMES = (
@@ -157,7 +159,7 @@ def build_analysis(env: EnvConfig) -> CanaryAnalysis | None:
     spec = env.analysis
     if not spec:
         return None
-    from cutover.analysis import Thresholds
+    from cutover.analysis import CanaryAnalysis, Thresholds
 
     defaults = Thresholds()
     p99_ceiling = spec.get("max_p99_seconds", defaults.max_p99_seconds)

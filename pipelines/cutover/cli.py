@@ -21,7 +21,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from typer.exceptions import TyperException
 
 from cutover import envconfig
@@ -287,6 +286,8 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(plan)
         return
+    from rich.table import Table
+
     table = Table(title=f"cutover release --dry-run: {plan['env']} (nothing is changed)")
     table.add_column("step")
     table.add_column("what")
@@ -453,6 +454,8 @@ def _status_once(config: envconfig.EnvConfig, as_json: bool, *, settle: bool = T
     if as_json:
         emit_json(report)
     else:
+        from rich.table import Table
+
         table = Table(title=f"cutover status: {config.name}")
         for column in ("color", "traffic", "image", "verified", "health", "endpoint"):
             table.add_column(column)
@@ -548,6 +551,8 @@ def history(
     if as_json:
         emit_json([_record_dict(r) for r in records])
         return
+    from rich.table import Table
+
     table = Table(title="cutover history")
     for column in ("when (UTC)", "operation", "by", "from", "to", "outcome", "seconds"):
         table.add_column(column)

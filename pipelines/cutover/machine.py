@@ -31,10 +31,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cutover import retry
-from cutover.analysis import CanaryAnalysis
 from cutover.cancel import Cancelled, CancelScope
 from cutover.model import COLORS, DEFAULT_STEPS, PAUSE, BadInput, Color, Traffic, describe_steps, other
 from cutover.ports import (
@@ -63,6 +62,9 @@ from cutover.release_state import (
     rollback_target,
     rolled_back,
 )
+
+if TYPE_CHECKING:  # the analysis is built only for a release: not imported on the rollback path
+    from cutover.analysis import CanaryAnalysis
 
 
 class State(StrEnum):
