@@ -173,3 +173,39 @@ def test_websockets_in_all_are_capped_so_descriptors_remain_for_http(start_ledge
     sock, head = _handshake(process)
     sock.close()
     assert head.startswith(b"HTTP/1.1 101"), head
+
+
+PING = b"\x89\xfd\x00\x00\x00\x00" + b"p" * 125  # a masked ping (all-zero mask), 125-byte payload
+
+
+def test_a_ping_flood_from_a_client_that_never_reads_is_closed_and_memory_stays_flat(
+    start_ledger: StartLedger,
+) -> None:
+    process = start_ledger()
+    sock = _subscribe_without_reading(process)
+    before = _peak_rss_mb(process.pid)
+    sent, closed = 0, False
+    sock.settimeout(10)
+    try:
+        while sent < 64 * 1024 * 1024:  # each ping asks for a pong the client never reads
+            sock.sendall(PING * 512)
+            sent += len(PING) * 512
+    except OSError:
+        closed = True  # the server closed the connection (or stopped reading: timeout)
+    finally:
+        sock.close()
+    growth = _peak_rss_mb(process.pid) - before
+    print(f"peak RSS {before:.0f} MB -> +{growth:.1f} MB after {sent / 2**20:.0f} MB of pings")
+    assert closed, f"{sent / 2**20:.0f} MB of pings were all read"
+    assert growth < BOUND_MB, f"peak RSS grew {growth:.1f} MB"
+    assert _samples(process, "ledger_websockets_open").get("", 0) == 0 or _wait_closed(process)
+    assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200
+
+
+def _wait_closed(process: LedgerProcess) -> bool:
+    deadline = time.monotonic() + 5
+    while _samples(process, "ledger_websockets_open").get("", 0) > 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
