@@ -21,7 +21,10 @@ request id, `x-served-by`, security headers, `connection: close`):
   answering, the new one is answered 503;
 - a request the parser refuses (bad or duplicate Content-Length, NUL in a header): 400;
 - at shutdown, a connection with no request under way: 503, so a request in flight on it is
-  refused cleanly instead of dropped.
+  refused cleanly instead of dropped;
+- every request's scope carries `extensions["ledger.connection"]["more_requests"]`, telling
+  whether more requests already wait on the connection (pipelined): while draining, the
+  response that says `connection: close` is the one to the last of them.
 
 Deadlines are checked by one sweep a second over the open connections, so a request costs
 two clock reads and no timer.
@@ -195,6 +198,12 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._head_bytes = 0
         super().on_message_begin()
+        self.scope["extensions"] = {"ledger.connection": {"more_requests": self.more_requests}}
+
+    def more_requests(self) -> bool:
+        """Another request is queued on this connection, or part of one received: a response
+        now that said `connection: close` would leave it unanswered."""
+        return bool(self.pipeline) or (self.phase is Phase.APP and self._unparsed > 0)
 
     def on_headers_complete(self) -> None:
         self.phase, self.since, self._unparsed = Phase.BODY, self.loop.time(), 0

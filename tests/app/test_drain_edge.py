@@ -5,7 +5,9 @@ without an answer. Real `ledger serve`, 16 clients sending through the end of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
 import time
 import uuid
 from collections import Counter
@@ -70,3 +72,20 @@ def test_the_end_of_the_drain_window_drops_no_request(start_ledger: StartLedger,
     dropped = {k: v for k, v in outcomes.items() if k.startswith("dropped")}
     assert dropped == {}, dict(outcomes)
     assert outcomes["status 200"] > 100 and outcomes["refused at connect"] > 0, dict(outcomes)
+
+
+def test_pipelined_requests_during_the_drain_window_are_all_answered(start_ledger: StartLedger) -> None:
+    process = start_ledger(DRAIN_SECONDS=str(DRAIN), SHUTDOWN_TIMEOUT_SECONDS="5")
+    with socket.create_connection(("127.0.0.1", process.port), timeout=10) as sock:
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # inside the drain window: still serving, with `connection: close`
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n" * 3)
+        raw = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                raw += chunk
+    responses = raw.split(b"HTTP/1.1 ")[1:]
+    assert [r[:3] for r in responses] == [b"200"] * 3, raw
+    assert b"connection: close" in responses[-1]
+    assert all(b"connection: close" not in r for r in responses[:-1]), raw  # it said close, then answered
+    assert process.wait(15) == 0

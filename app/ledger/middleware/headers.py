@@ -32,7 +32,8 @@ def request_id_of(scope: Scope) -> str:
 
 class ResponseHeadersMiddleware:
     """Adds `x-request-id`, `x-served-by`, security headers and, while draining,
-    `connection: close`, so keep-alive clients reconnect to a pod that is staying.
+    `connection: close`, so keep-alive clients reconnect to a pod that is staying (not while
+    more requests wait on the connection: the last of them gets it, so none goes unanswered).
 
     An incoming `x-request-id` is kept when it is a sane token, otherwise replaced.
     """
@@ -54,12 +55,18 @@ class ResponseHeadersMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", request_id))
                 headers.extend(self._static)
-                if self._is_draining():
+                if self._is_draining() and not _more_requests(scope):
                     headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _more_requests(scope: Scope) -> bool:
+    """Whether ledger's HTTP protocol says more requests already wait on this connection."""
+    more = scope.get("extensions", {}).get("ledger.connection", {}).get("more_requests")
+    return bool(more and more())
 
 
 def _incoming_request_id(scope: Scope) -> bytes | None:
