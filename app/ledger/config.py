@@ -108,7 +108,7 @@ class Settings:
             host=host,
             port=port,
             color=_choice(env, "COLOR", "blue", ("blue", "green")),  # type: ignore[arg-type]
-            app_version=env.get("APP_VERSION", "dev").strip() or "dev",
+            app_version=_app_version(env.get("APP_VERSION", "dev").strip() or "dev"),
             instance_id=instance_id,
             drain_seconds=_seconds(env, "DRAIN_SECONDS", 5.0, high=600),
             shutdown_timeout_seconds=_seconds(env, "SHUTDOWN_TIMEOUT_SECONDS", 20.0, high=3600),
@@ -214,6 +214,8 @@ def _listen_host(host: str, port: int) -> str:
     """HOST must be an address, or a name that resolves now (not after six uvicorn lines)."""
     if not host:
         raise ConfigError("HOST must not be empty: use an address such as 0.0.0.0 or 127.0.0.1")
+    if "%" in host:
+        raise ConfigError(f"HOST {host!r}: a zone id (%...) cannot be listened on; use the address alone")
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -255,9 +257,23 @@ def _check_host_port(peer: str) -> None:
             raise ConfigError(f"CLUSTER_DISCOVERY static peer {peer!r} has an invalid host name") from None
 
 
+def _app_version(version: str) -> str:
+    if not version.isprintable():
+        raise ConfigError(f"APP_VERSION must be printable characters on one line (got {version!r})")
+    return version
+
+
+def _raw(env: Mapping[str, str], name: str, expected: str) -> str | None:
+    """The variable's value, None when unset; set but empty or padded with spaces is refused."""
+    raw = env.get(name)
+    if raw is not None and (not raw or raw != raw.strip()):
+        raise ConfigError(f"{name} must be {expected} without surrounding spaces, or unset (got {raw!r})")
+    return raw
+
+
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
+    raw = _raw(env, name, f"a whole number from {low} to {high}")
+    if raw is None:
         return default
     if not _ASCII_INT.match(raw):  # int() would also take fullwidth digits and "1_000"
         raise ConfigError(f"{name} must be a whole number from {low} to {high} (got {raw!r})")
@@ -268,8 +284,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, *, high: float, low: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
+    raw = _raw(env, name, f"a number of seconds from {low:g} to {high:g}")
+    if raw is None:
         return default
     if not _ASCII_NUMBER.match(raw):  # float() would also take fullwidth digits, "1_0", "nan", "inf"
         raise ConfigError(f"{name} must be a number of seconds from {low:g} to {high:g} (got {raw!r})")
@@ -282,8 +298,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, high: float, 
 def _choice(
     env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False
 ) -> str:
-    raw = env.get(name, "").strip()
-    if not raw:
+    raw = _raw(env, name, f"one of {', '.join(allowed)}")
+    if raw is None:
         return default
     value = raw.upper() if upper else raw.lower()
     if value not in allowed:

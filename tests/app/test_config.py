@@ -53,6 +53,12 @@ SLIPPED_THROUGH = [
     ({"PORT": "\uff18\uff10\uff10\uff10"}, "PORT"),  # fullwidth 8000
     ({"PORT": "8_000"}, "PORT"),
     ({"DRAIN_SECONDS": "\u0663"}, "DRAIN_SECONDS"),  # Arabic-Indic 3
+    ({"HOST": "::1%lo"}, "HOST"),  # passed, then uvicorn exited 3
+    ({"PORT": " 80"}, "PORT"),
+    ({"COLOR": ""}, "COLOR"),
+    ({"LOG_LEVEL": ""}, "LOG_LEVEL"),
+    ({"DRAIN_SECONDS": "3 "}, "DRAIN_SECONDS"),
+    ({"APP_VERSION": "1.0\nforged"}, "APP_VERSION"),
 ]
 
 
