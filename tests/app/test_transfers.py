@@ -160,3 +160,14 @@ def test_concurrent_requests_with_one_key_commit_once(ledger: httpx.Client) -> N
     assert len({r.json()["id"] for r in answers}) == 1
     assert sum("idempotent-replayed" not in r.headers for r in answers) == 1
     assert (balance(ledger, a), balance(ledger, b)) == (993, 7)
+
+
+def test_two_idempotency_keys_are_refused_with_422(ledger: httpx.Client) -> None:
+    source, target = open_account(ledger, 10), open_account(ledger, 0)
+    answer = ledger.post(
+        "/transfers",
+        json={"from_account_id": source, "to_account_id": target, "amount": 1},
+        headers=[("Idempotency-Key", "first"), ("Idempotency-Key", "second")],
+    )
+    assert_error(answer, 422, "invalid_request")
+    assert balance(ledger, source) == 10

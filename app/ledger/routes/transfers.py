@@ -24,6 +24,8 @@ def transfer_routes(runtime: Runtime) -> list[Route]:
                 "the Idempotency-Key header is required: send a unique value per transfer "
                 "and reuse it when you retry"
             )
+        if len(request.headers.getlist("idempotency-key")) > 1:  # which one would the retry match?
+            raise InvalidRequest("send exactly one Idempotency-Key header")
         if not _VALID_KEY.match(key):
             raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters without spaces")
         body = await parse_body(request, TransferCreate)
