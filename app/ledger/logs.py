@@ -9,16 +9,21 @@ from typing import Any
 
 import orjson
 
-# C0 and C1 control characters, DEL and the Unicode line separators: written as escapes in
-# text logs, so a request path cannot start a forged line (JSON logs escape them already).
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} | {
-    0x0A: "\\n",
-    0x0D: "\\r",
-    0x09: "\\t",
-    0x5C: "\\\\",  # a backslash too, so an escape in the output is always ours
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-}
+# C0 and C1 control characters, DEL, the Unicode line separators and the bidirectional
+# controls: written as escapes in text logs, so a request path cannot start a forged line
+# or reorder what a terminal shows (JSON logs escape the control characters already).
+_CONTROL = (
+    {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    | {
+        0x0A: "\\n",
+        0x0D: "\\r",
+        0x09: "\\t",
+        0x5C: "\\\\",  # a backslash too, so an escape in the output is always ours
+        0x2028: "\\u2028",
+        0x2029: "\\u2029",
+    }
+    | {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+)
 
 
 def escape_control(text: str) -> str:
