@@ -18,7 +18,9 @@ request id, `x-served-by`, security headers, `connection: close`):
   keep-alive client has waited only since its last response). One with part of a request
   received, or one that served requests (a request may be on the wire), is answered 503
   with `connection: close` first. When every connection has a request the application is
-  answering, the new one is answered 503;
+  answering, the new one takes one of `health_reserve` places kept for the health probes:
+  a request there for anything but /health/live or /health/ready is answered 503, and the
+  connection closes after its one answer;
 - a request the parser refuses (bad or duplicate Content-Length, NUL in a header): 400;
 - at shutdown, a connection with no request under way: 503, so a request in flight on it is
   refused cleanly instead of dropped;
@@ -49,10 +51,11 @@ log = logging.getLogger("ledger.http")
 
 _SWEEP_SECONDS = 1.0
 _LINGER_SECONDS = 1.0  # after a refusal at shutdown: read and discard, so no RST eats the answer
+_HEALTH_PATHS = frozenset({b"/health/live", b"/health/ready"})
 
 
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback to stop parsing a request past the header limit."""
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop parsing a request already refused."""
 
 
 class Phase(enum.Enum):
@@ -71,6 +74,7 @@ class HttpLimits:
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     max_connections: int = 2048
+    health_reserve: int = 16  # connections past the cap that may only ask /health/*
 
 
 @dataclass
@@ -81,15 +85,21 @@ class Connections:
     on_closed: Callable[[str], None] = lambda _reason: None
     on_count: Callable[[int], None] = lambda _count: None
     open: dict[LedgerHttpProtocol, None] = field(default_factory=dict)
+    reserve: dict[LedgerHttpProtocol, None] = field(default_factory=dict)
     _sweeper: asyncio.TimerHandle | None = None
 
-    def add(self, connection: LedgerHttpProtocol) -> None:
-        self.open[connection] = None
-        self.on_count(len(self.open))
+    def add(self, connection: LedgerHttpProtocol, *, reserve: bool = False) -> None:
+        """Count an accepted connection (in the health reserve: not against the cap)."""
+        if reserve:
+            self.reserve[connection] = None
+        else:
+            self.open[connection] = None
+            self.on_count(len(self.open))
         if self._sweeper is None:
             self._sweeper = connection.loop.call_later(_SWEEP_SECONDS, self.sweep, connection.loop)
 
     def discard(self, connection: LedgerHttpProtocol) -> None:
+        self.reserve.pop(connection, None)
         if self.open.pop(connection, 0) is None:
             self.on_count(len(self.open))
 
@@ -102,12 +112,14 @@ class Connections:
         now = loop.time()
         header_deadline = now - self.limits.header_timeout
         body_deadline = now - self.limits.body_timeout
-        for connection in list(self.open):
+        for connection in [*self.open, *self.reserve]:
             if connection.phase is Phase.HEADERS and connection.since < header_deadline:
                 connection.time_out("header_timeout", "the request headers took too long to arrive")
             elif connection.phase is Phase.BODY and connection.since < body_deadline:
                 connection.time_out("body_timeout", "the request body took too long to arrive")
-        self._sweeper = loop.call_later(_SWEEP_SECONDS, self.sweep, loop) if self.open else None
+        self._sweeper = (
+            loop.call_later(_SWEEP_SECONDS, self.sweep, loop) if self.open or self.reserve else None
+        )
 
 
 class LedgerHttpProtocol(HttpToolsProtocol):
@@ -124,6 +136,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     _head_bytes: int = 0  # request line and headers (and trailers) parsed for this request
     _unparsed: int = 0  # bytes received since the parser last finished headers or body data
     _head_too_large: bool = False
+    _health_only: bool = False  # admitted past the cap for the health probes
     _lingering: bool = False
 
     @property
@@ -141,7 +154,11 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         if len(connections.open) >= connections.limits.max_connections:
             victim = connections.most_stalled()
             if victim is None:
-                self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
+                if len(connections.reserve) >= connections.limits.health_reserve:
+                    self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
+                    return
+                self._health_only = True
+                connections.add(self, reserve=True)
                 return
             victim.evict()
         connections.add(self)
@@ -175,7 +192,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         self._head_bytes += size
         if self._head_bytes > self.registry.limits.max_header_bytes:
             self._refuse_head_too_large()
-            raise _HeadTooLarge  # httptools stops parsing; send_400_response sees the flag
+            raise _StopParsing  # httptools stops parsing; send_400_response sees the flag
 
     def _refuse_head_too_large(self) -> None:
         """431 now, or, while a response is under way on this connection, once it is sent."""
@@ -207,7 +224,12 @@ class LedgerHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.phase, self.since, self._unparsed = Phase.BODY, self.loop.time(), 0
+        if self._health_only and self.url.partition(b"?")[0] not in _HEALTH_PATHS:
+            self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
+            raise _StopParsing
         super().on_headers_complete()
+        if self._health_only and self.cycle is not None:
+            self.cycle.keep_alive = False  # one probe per reserved place
 
     def on_message_complete(self) -> None:
         self.phase, self._unparsed = Phase.APP, 0
@@ -235,7 +257,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """The parser refused the request: answer 400 as JSON and close (or, when a header
         limit stopped it, the 431 is written or deferred already)."""
-        if self._head_too_large:
+        if self._head_too_large or self.transport.is_closing():
             return
         self._refuse_connection(400, "bad_request", "malformed HTTP request")
 

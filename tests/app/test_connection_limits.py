@@ -202,7 +202,7 @@ async def _row_locked(database_url: str, account_id: str) -> AsyncIterator[None]
         await blocker.close()
 
 
-def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(
+def test_past_the_cap_with_every_connection_busy_health_answers_and_the_rest_gets_503(
     start_ledger: StartLedger, database_url: str
 ) -> None:
     process = start_ledger(HTTP_MAX_CONNECTIONS="2", DB_STATEMENT_TIMEOUT_SECONDS="5")
@@ -215,7 +215,11 @@ def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503(
                 for n, sock in enumerate(busy):  # the application is answering both: not evicted
                     sock.sendall(_locked_transfer(ids, f"busy-{n}"))
                 await asyncio.sleep(0.5)
+                for _ in range(3):  # the probes still get through, on the places kept for them
+                    probe = await asyncio.to_thread(httpx.get, process.url + "/health/live", timeout=5)
+                    assert probe.status_code == 200 and probe.headers["connection"] == "close"
                 with socket.create_connection(("127.0.0.1", process.port)) as extra:
+                    extra.sendall(b"GET /accounts/x HTTP/1.1\r\nhost: x\r\n\r\n")
                     return await asyncio.to_thread(_closed_by_server, extra, 4)
             finally:
                 for sock in busy:
