@@ -48,13 +48,19 @@ def _session() -> Any:
 
 
 def aws_client(env: EnvConfig, service: str) -> Any:
-    """A client that does not retry by itself: cutover.retry is the one retry policy."""
+    """A client that does not retry by itself: cutover.retry is the one retry policy.
+    One per service and endpoint: the lock, the history and the release state share theirs."""
+    return _client(service, env.aws.get("region", "us-east-1"), env.aws.get("endpoint_url") or None)
+
+
+@functools.cache
+def _client(service: str, region: str, endpoint_url: str | None) -> Any:
     from botocore.config import Config
 
     return _session().create_client(
         service,
-        region_name=env.aws.get("region", "us-east-1"),
-        endpoint_url=env.aws.get("endpoint_url") or None,
+        region_name=region,
+        endpoint_url=endpoint_url,
         config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
     )
 
