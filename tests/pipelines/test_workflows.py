@@ -78,7 +78,7 @@ def test_aws_only_through_oidc_and_no_expression_inside_run(path: Path) -> None:
 def test_releases_run_one_at_a_time_per_environment_with_prod_behind_approval() -> None:
     release = load(SOURCE / "release.yml")
     assert release["on"] == {"push": {"tags": ["v*"]}}
-    assert release["jobs"]["prod"]["needs"] == "staging"
+    assert "staging" in release["jobs"]["prod"]["needs"]
     assert [release["jobs"][e]["with"]["environment"] for e in ("staging", "prod")] == ["staging", "prod"]
     job = load(SOURCE / "release-environment.yml")["jobs"]["release"]
     assert job["environment"] == "${{ inputs.environment }}"  # prod's required reviewers apply
@@ -100,3 +100,182 @@ def test_the_rollback_workflow_needs_aws_credentials_alone() -> None:
     assert not any("pulumi" in step.get("uses", "") + step.get("run", "") for _, step in steps(rollback))
     assert not any("PULUMI" in key for key in rollback["jobs"]["rollback"].get("env", {}))
     assert any("aws ssm get-parameter" in run and "/cutover/$CUTOVER_ENV/cutover-env" in run for run in runs)
+
+
+# The policy pack, refresh, the image digest, permissions of called workflows, action pins.
+
+GOOD_DIGEST = "sha256:" + "ab" * 32
+
+
+def job_steps(path: Path, job: str) -> list[dict[str, Any]]:
+    return list(load(path)["jobs"][job]["steps"])
+
+
+def pulumi_command(step: dict[str, Any]) -> tuple[str, bool, bool] | None:
+    """(command, runs the policy pack, refreshes first) of a step that runs Pulumi, else None."""
+    if step.get("uses", "").startswith("pulumi/actions@"):
+        with_ = step.get("with", {})
+        packs = str(with_.get("policyPacks", "")).split()
+        return with_["command"], "infra/policy" in packs, str(with_.get("refresh")).lower() == "true"
+    match = re.search(r"\bpulumi (up|update|preview|destroy|refresh)\b(.*)", step.get("run", ""))
+    if match:
+        flags = match.group(2)
+        return match.group(1), "--policy-pack infra/policy" in flags, "--refresh" in flags
+    return None
+
+
+@pytest.mark.parametrize(
+    ("path", "job"), [(SOURCE / "pr.yml", "preview"), (SOURCE / "release-environment.yml", "release")]
+)
+def test_the_policy_pack_runs_on_a_preview_before_anything_can_change(path: Path, job: str) -> None:
+    commands = [c for c in map(pulumi_command, job_steps(path, job)) if c]
+    assert commands, path.name
+    first, with_pack, _ = commands[0]
+    assert (first, with_pack) == ("preview", True), f"{path.name}: the first Pulumi step is a policy preview"
+    assert all(pack for _, pack, _ in commands), f"{path.name}: every Pulumi step runs infra/policy"
+
+
+def test_every_pulumi_up_in_ci_refreshes_first() -> None:
+    ups = [
+        (path.name, c)
+        for path in WORKFLOWS
+        for _, step in steps(load(path))
+        if (c := pulumi_command(step)) and c[0] in ("up", "update")
+    ]
+    assert [name for name, _ in ups] == ["release-environment.yml"]
+    assert all(refresh for _, (_, _, refresh) in ups)
+    release = job_steps(SOURCE / "release-environment.yml", "release")
+    up = next(i for i, s in enumerate(release) if (pulumi_command(s) or ("",))[0] == "up")
+    cutover = next(i for i, s in enumerate(release) if "cutover release" in s.get("run", ""))
+    assert up < cutover
+
+
+def test_build_pushes_app_dockerfile_to_ecr_with_attestations_and_outputs_the_digest() -> None:
+    build = load(SOURCE / "build.yml")
+    assert set(build["on"]) == {"workflow_call"}
+    assert build["on"]["workflow_call"]["outputs"]["image"]["value"] == "${{ jobs.build.outputs.image }}"
+    job = build["jobs"]["build"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert job["concurrency"]["cancel-in-progress"] is False
+    assert job["outputs"]["image"] == "${{ steps.image.outputs.image }}"
+    uses = [s.get("uses", "").split("@")[0] for s in job["steps"]]
+    order = [
+        "aws-actions/configure-aws-credentials",
+        "aws-actions/amazon-ecr-login",
+        "docker/build-push-action",
+    ]
+    assert [u for u in uses if u in order] == order
+    push = next(s for s in job["steps"] if s.get("id") == "push")
+    assert push["uses"].startswith("docker/build-push-action@")
+    assert {k: push["with"][k] for k in ("context", "file", "push", "sbom")} == {
+        "context": "app",
+        "file": "app/Dockerfile",
+        "push": True,
+        "sbom": True,
+    }
+    assert push["with"]["provenance"] == "mode=max"
+    assert push["with"]["tags"] == "${{ steps.tags.outputs.tags }}"
+    tags = next(s for s in job["steps"] if s.get("id") == "tags")
+    assert tags["env"]["REGISTRY"] == "${{ steps.ecr.outputs.registry }}"
+    image = next(s for s in job["steps"] if s.get("id") == "image")
+    assert image["env"] == {"DIGEST": "${{ steps.push.outputs.digest }}"}
+
+
+def run_build_step(tmp_path: Path, step_id: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A `run` step of build.yml, run by bash as the runner runs it (`bash -e`)."""
+    step = next(s for s in job_steps(SOURCE / "build.yml", "build") if s.get("id") == step_id)
+    out = tmp_path / "github_output"
+    out.write_text("")
+    env = {"PATH": "/usr/bin:/bin", "TAG": "v1.4.2", "GITHUB_OUTPUT": str(out), **env}
+    return subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True, text=True)
+
+
+def test_the_image_step_outputs_tag_at_digest(tmp_path: Path) -> None:
+    result = run_build_step(tmp_path, "image", DIGEST=GOOD_DIGEST)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "github_output").read_text() == f"image=v1.4.2@{GOOD_DIGEST}\n"
+
+
+def test_the_image_step_fails_without_a_digest(tmp_path: Path) -> None:
+    result = run_build_step(tmp_path, "image", DIGEST="")
+    assert result.returncode != 0
+    assert (tmp_path / "github_output").read_text() == ""
+
+
+def test_one_build_is_tagged_in_every_environment_repository(tmp_path: Path) -> None:
+    registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    repositories = "cutover/staging/ledger cutover/prod/ledger"
+    result = run_build_step(tmp_path, "tags", REGISTRY=registry, REPOSITORIES=repositories)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "github_output").read_text() == (
+        "tags<<END_OF_TAGS\n"
+        f"{registry}/cutover/staging/ledger:v1.4.2\n"
+        f"{registry}/cutover/prod/ledger:v1.4.2\n"
+        "END_OF_TAGS\n"
+    )
+    unset = run_build_step(tmp_path, "tags", REGISTRY=registry, REPOSITORIES="")
+    assert unset.returncode != 0 and "ECR_REPOSITORIES" in unset.stdout
+
+
+def test_each_environment_releases_the_built_digest_not_the_tag() -> None:
+    release = load(SOURCE / "release.yml")
+    jobs = release["jobs"]
+    assert jobs["build"]["uses"] == "./.github/workflows/build.yml"
+    assert jobs["build"]["needs"] == "test"
+    for env in ("staging", "prod"):
+        assert "build" in jobs[env]["needs"]  # `needs.build` is only visible to direct dependents
+        assert jobs[env]["with"]["image"] == "${{ needs.build.outputs.image }}"
+    environment = load(SOURCE / "release-environment.yml")
+    assert environment["on"]["workflow_call"]["inputs"]["image"]["required"] is True
+    job = environment["jobs"]["release"]
+    assert job["env"]["IMAGE"] == "${{ inputs.image }}"
+    assert "github.ref_name" not in (SOURCE / "release-environment.yml").read_text()
+    (release_step,) = [s for s in job["steps"] if "cutover release" in s.get("run", "")]
+    assert '--image "$IMAGE"' in release_step["run"]
+
+
+LEVEL = {"none": 0, "read": 1, "write": 2}
+
+
+def granted(document: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
+    permissions = job.get("permissions", document.get("permissions", {}))
+    return dict(permissions)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_called_workflows_get_every_permission_their_jobs_ask_for(path: Path) -> None:
+    document = load(path)
+    for name, job in document["jobs"].items():
+        if not str(job.get("uses", "")).startswith("./.github/workflows/"):
+            continue
+        caller = granted(document, job)
+        called = load(SOURCE / Path(job["uses"]).name)
+        for called_name, called_job in called["jobs"].items():
+            for scope, level in granted(called, called_job).items():
+                assert LEVEL[caller.get(scope, "none")] >= LEVEL[level], (
+                    f"{path.name}: job {name} must grant {scope}: {level} for {called_name}"
+                )
+
+
+# The first major of each action that runs on node24 (node20 is being removed from the
+# runners); from each action's own action.yml at that tag.
+NODE24_FROM = {
+    "actions/checkout": 5,
+    "actions/setup-python": 6,
+    "aws-actions/configure-aws-credentials": 6,
+    "aws-actions/amazon-ecr-login": 2,
+    "docker/setup-buildx-action": 4,
+    "docker/build-push-action": 7,
+    "pulumi/actions": 7,
+}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_major_that_runs_on_node24(path: Path) -> None:
+    for _, step in steps(load(path)):
+        if "uses" not in step or step["uses"].startswith("./"):
+            continue
+        action, _, version = step["uses"].partition("@")
+        assert action in NODE24_FROM, f"{path.name}: {action} is not reviewed for its node runtime"
+        assert re.fullmatch(r"v\d+", version), f"{path.name}: pin {action} to a major (vN)"
+        assert int(version[1:]) >= NODE24_FROM[action], f"{path.name}: {action}@{version} runs on node20"
