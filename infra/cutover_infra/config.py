@@ -4,6 +4,16 @@ Every key lives in the `cutover` namespace (`pulumi config set cutover:<key> ...
 the region (`aws:region`). A bad stack raises ConfigError: one line naming the key, what is
 wrong, and how to fix it. Sensitive values (the kubeconfig of an existing cluster) must be
 Pulumi secrets (`pulumi config set --secret`); plaintext is refused.
+
+Production behaviour keys on config, never on the stack's name:
+- `cutover:tier` (`production` | `non-production`) picks the production-shaped defaults (NAT
+  gateway per AZ, multi-AZ RDS with deletion protection, longer backups, 3 replicas) and the
+  checks that go with them. Unset, it follows `cutover:environment` (`prod` -> production)
+  so existing stacks keep their shape; the example stacks set it explicitly.
+- `cutover:protect` is the one switch for every deletion protection (Pulumi `protect`, ALB
+  and DynamoDB deletion protection, RDS deletionProtection's default); it defaults to the tier.
+- `cutover:teardown: true` lifts every protection (with a loud warning) so that
+  `pulumi up` then `pulumi destroy` can remove the stack; RDS still takes its final snapshot.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ class NetworkConfig:
     cidr: str = "10.20.0.0/16"
     availability_zones: tuple[str, ...] = ()
     nat_gateway_per_az: bool = False
+    flow_log_retention_days: int = 90  # the VPC flow logs' log group (a created VPC only)
 
 
 @dataclass(frozen=True)
@@ -43,14 +54,47 @@ class ExistingCluster:
 
 
 @dataclass(frozen=True)
+class ClusterAccess:
+    """IAM roles given EKS access entries on a cluster this stack creates (`cutover:cluster.access`).
+
+    admins: AmazonEKSClusterAdminPolicy; release (CI running `pulumi up`): the same, since the
+    program installs cluster-scoped objects; preview (CI running `pulumi preview`):
+    AmazonEKSViewPolicy. The identity that runs `pulumi up` must be an admin or release role:
+    the creator gets no implicit admin entry. An existing cluster's access is its owner's."""
+
+    admins: tuple[str, ...] = ()
+    release: tuple[str, ...] = ()
+    preview: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
+    """`cutover:cluster`. `version` is a string ("1.36"; YAML reads an unquoted 1.30 as 1.3);
+    `supportType` STANDARD (default: EKS upgrades the cluster at the end of standard support
+    rather than billing extended support) or EXTENDED; `access` (created clusters only);
+    `loadBalancerController`: install the AWS Load Balancer Controller (default: only into a
+    cluster this stack creates; a shared cluster's owner runs its own). Created clusters only:
+    `publicAccessCidrs` (the API endpoint is public to these IPv4 ranges only) or
+    `endpointPublicAccess: false` (private only), one of them required; `logRetentionDays`
+    (control-plane logs, default 90)."""
+
     create: bool = True
-    version: str = "1.31"
+    # EKS standard support for 1.36 runs to August 2027 (EKS release June 2026 + 14 months);
+    # 1.33 and 1.34 leave standard support on 2026-07-29 and 2026-12-02.
+    version: str = "1.36"
+    support_type: str = "STANDARD"
     node_instance_type: str = "m6i.large"
     node_min: int = 2
     node_max: int = 4
     node_desired: int = 2
     existing: ExistingCluster | None = None
+    access: ClusterAccess = field(default_factory=ClusterAccess)
+    load_balancer_controller: bool = True
+    # The API endpoint (created clusters): public only to `publicAccessCidrs`, or private only
+    # (`endpointPublicAccess: false`); one of the two must be chosen. Private access is always on.
+    endpoint_public_access: bool = False
+    public_access_cidrs: tuple[str, ...] = ()
+    log_retention_days: int = 90  # /aws/eks/<cluster>/cluster, the control-plane logs
 
 
 @dataclass(frozen=True)
@@ -62,6 +106,7 @@ class DatabaseConfig:
     backup_retention_days: int = 7
     deletion_protection: bool = False
     engine_version: str = "16"
+    cidr: str = ""  # where the database lives: the chart's Postgres egress NetworkPolicy rule
 
 
 @dataclass(frozen=True)
@@ -78,6 +123,22 @@ class TrafficConfig:
 
 
 @dataclass(frozen=True)
+class LoadBalancerConfig:
+    idle_timeout_seconds: int = 60
+    app_keep_alive_seconds: int = 75  # must outlive the ALB's idle timeout (else 502s)
+    access_log_retention_days: int = 90  # the ALBs' access logs bucket expires older logs
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    create: bool = False  # an ECR repository made by the program (its URL is the imageRepository)
+    keep_images: int = 100  # the lifecycle policy expires older images
+
+
+TIERS = ("production", "non-production")
+
+
+@dataclass(frozen=True)
 class StackConfig:
     environment: str
     region: str
@@ -91,35 +152,44 @@ class StackConfig:
     traffic: TrafficConfig
     drain: DrainBudget
     protect: bool
+    tier: str = "non-production"
+    teardown: bool = False
+    load_balancer: LoadBalancerConfig = field(default_factory=LoadBalancerConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     @property
     def is_production(self) -> bool:
-        return self.environment == "prod"
+        return self.tier == "production"
 
 
 # --------------------------------------------------------------------------- parsing
 
 _KNOWN = {
-    "network": {"cidr", "availabilityZones", "natGatewayPerAz"},
+    "network": {"cidr", "availabilityZones", "natGatewayPerAz", "flowLogRetentionDays"},
     "cluster": {
         "create", "version", "nodeInstanceType", "nodeMin", "nodeMax", "nodeDesired", "name", "oidcProviderArn",
         "oidcIssuerUrl", "vpcId", "publicSubnetIds", "privateSubnetIds", "nodeSecurityGroupId", "vpcCidr",
+        "supportType", "access", "loadBalancerController", "endpointPublicAccess", "publicAccessCidrs",
+        "logRetentionDays",
     },
     "database": {
         "instanceClass", "allocatedStorage", "maxAllocatedStorage", "multiAz", "backupRetentionDays",
-        "deletionProtection", "engineVersion",
+        "deletionProtection", "engineVersion", "cidr",
     },
+    "loadBalancer": {"idleTimeoutSeconds", "appKeepAliveSeconds", "accessLogRetentionDays"},
+    "registry": {"create", "keepImages"},
     "traffic": {"initialWeights", "ttl", "stickinessSeconds"},
     "drain": {"deregistrationDelaySeconds", "drainSeconds", "shutdownTimeoutSeconds", "marginSeconds"},
 }  # fmt: skip
 _TOP = {
     "environment", "domain", "hostedZoneId", "imageRepository", "blueImage", "greenImage", "network",
     "cluster", "database", "colors", "traffic", "drain", "protect", "kubeconfig",
+    "tier", "teardown", "loadBalancer", "registry",
 }  # fmt: skip
 
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _ZONE_ID = re.compile(r"^Z[A-Z0-9]{6,31}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[a-f0-9]{64})?$")  # tag[@digest]
 _INSTANCE_CLASS = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
 
 
@@ -196,6 +266,202 @@ def _strings(section: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+# cutover:cluster: version, support type, access entries, Load Balancer Controller
+_K8S_VERSION = re.compile(r"^1\.\d{2}$")
+_ROLE_ARN = re.compile(r"^arn:aws[-a-z]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+ACCESS_LEVELS = ("admins", "release", "preview")
+_NO_ACCESS = "names no admins or release role (only listed roles reach the cluster, pulumi up's own too)"
+_ADD_ADMIN = "pulumi config set --path 'cutover:cluster.access.admins[0]' arn:aws:iam::<account>:role/<role>"
+
+
+def _cluster_version(cl: Mapping[str, Any]) -> str:
+    value = cl.get("version", ClusterConfig.version)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise _fail(
+            "cluster.version",
+            f"is the number {value!r}, not a string (YAML reads an unquoted 1.30 as 1.3)",
+            f'quote it in Pulumi.<stack>.yaml: version: "{ClusterConfig.version}"',
+        )
+    if not isinstance(value, str) or not _K8S_VERSION.match(value):
+        raise _fail(
+            "cluster.version",
+            f'must be a Kubernetes minor version such as "{ClusterConfig.version}" (got {value!r})',
+            f"pulumi config set --path cutover:cluster.version {ClusterConfig.version}",
+        )
+    return value
+
+
+def _support_type(cl: Mapping[str, Any]) -> str:
+    value = cl.get("supportType", ClusterConfig.support_type)
+    if value not in ("STANDARD", "EXTENDED"):
+        raise _fail(
+            "cluster.supportType",
+            f"must be STANDARD or EXTENDED (got {value!r})",
+            "pulumi config set --path cutover:cluster.supportType STANDARD",
+        )
+    return str(value)
+
+
+def _cluster_access(cl: Mapping[str, Any], create: bool) -> ClusterAccess:
+    raw = cl.get("access")
+    if raw is not None and not create:
+        raise _fail(
+            "cluster.access",
+            "applies only to a cluster this stack creates (an existing cluster's access is its owner's)",
+            "pulumi config rm --path cutover:cluster.access",
+        )
+    if not create:
+        return ClusterAccess()
+    if not isinstance(raw, dict):
+        raise _fail("cluster.access", _NO_ACCESS if raw is None else "must be an object", _ADD_ADMIN)
+    unknown = sorted(set(raw) - set(ACCESS_LEVELS))
+    if unknown:
+        raise _fail(f"cluster.access.{unknown[0]}", "is not a known key", "use admins, release or preview")
+    seen: dict[str, str] = {}
+    for level in ACCESS_LEVELS:
+        roles = raw.get(level) or []
+        if not isinstance(roles, list):
+            raise _fail(f"cluster.access.{level}", "must be a list of IAM role ARNs", _ADD_ADMIN)
+        for index, role in enumerate(roles):
+            path = f"cluster.access.{level}[{index}]"
+            if not isinstance(role, str) or not _ROLE_ARN.match(role):
+                raise _fail(
+                    path,
+                    f"must be an IAM role ARN arn:aws:iam::<12 digits>:role/<name> (got {role!r})",
+                    f"pulumi config set --path 'cutover:{path}' arn:aws:iam::123456789012:role/<name>",
+                )
+            if role in seen:
+                raise _fail(path, f"repeats a role of cluster.access.{seen[role]}", "list each role once")
+            seen[role] = level
+    access = ClusterAccess(*(tuple(raw.get(level) or ()) for level in ACCESS_LEVELS))
+    if not (access.admins or access.release):
+        raise _fail("cluster.access", _NO_ACCESS, _ADD_ADMIN)
+    return access
+
+
+def _load_balancer_controller(cl: Mapping[str, Any], create: bool) -> bool:
+    install = _bool(cl, "loadBalancerController", "cluster.loadBalancerController", create)
+    if create and not install:
+        # Nothing else would register the pods in their target groups: refuse, not warn.
+        raise _fail(
+            "cluster.loadBalancerController",
+            "cannot be false when cluster.create is true (nothing else would register the pods)",
+            "pulumi config rm --path cutover:cluster.loadBalancerController",
+        )
+    return install
+
+
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+MAX_PUBLIC_ACCESS_CIDRS = 40  # EKS quota: public endpoint access CIDR ranges per cluster
+WIDEST_PUBLIC_ACCESS_PREFIX = 8  # wider blocks (0.0.0.0/1 + 128.0.0.0/1, ...) are the internet again
+_CREATED_CLUSTER_ONLY = ("endpointPublicAccess", "publicAccessCidrs", "logRetentionDays")
+_SET_CIDR = "pulumi config set --path 'cutover:cluster.publicAccessCidrs[0]' <CI and admin egress CIDR>"
+_GO_PRIVATE = (
+    "pulumi config set --path cutover:cluster.endpointPublicAccess false (then run pulumi inside the VPC)"
+)
+
+
+def log_retention(section: Mapping[str, Any], key: str, path: str, default: int = 90) -> int:
+    """A CloudWatch Logs retention in days: one of the periods CloudWatch accepts."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or value not in LOG_RETENTION_DAYS:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        above = [d for d in LOG_RETENTION_DAYS if number and d >= value]
+        raise _fail(
+            path,
+            f"must be a CloudWatch Logs retention period, one of {', '.join(map(str, LOG_RETENTION_DAYS))} "
+            f"(got {value!r})",
+            f"pulumi config set --path cutover:{path} {above[0] if above else default}",
+        )
+    return int(value)
+
+
+def public_access_cidr_problem(cidr: object) -> tuple[str, str] | None:
+    """Why `cidr` cannot be an entry of the EKS public endpoint's allow list, with the value
+    to use instead (or None when it can). The clusters are IPv4: EKS takes IPv6 ranges only
+    for IPv6 clusters."""
+    if not isinstance(cidr, str) or "/" not in cidr:
+        return f"must be an IPv4 CIDR such as 203.0.113.0/24 (got {cidr!r})", "203.0.113.0/24"
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return f"must be an IPv4 CIDR such as 203.0.113.0/24 (got {cidr!r})", "203.0.113.0/24"
+    if network.version == 6:
+        return f"is IPv6 ({cidr}); the cluster is IPv4 and EKS accepts IPv4 ranges only", "<IPv4 CIDR>"
+    if network.prefixlen < WIDEST_PUBLIC_ACCESS_PREFIX:
+        return (
+            f"opens the API endpoint to the whole internet or a large part of it ({cidr}); list the "
+            f"ranges CI and the admins connect from (/{WIDEST_PUBLIC_ACCESS_PREFIX} or narrower)",
+            "<CI and admin egress CIDR>",
+        )
+    if str(network) != cidr:
+        return f"has host bits set or is not canonical (got {cidr}; the network is {network})", str(network)
+    return None
+
+
+def _public_endpoint(cl: Mapping[str, Any], create: bool) -> tuple[bool, tuple[str, ...]]:
+    """(endpointPublicAccess, publicAccessCidrs) for a created cluster. No default: a public
+    endpoint open to 0.0.0.0/0 (EKS's) is refused, and a private-only one (the safest) breaks
+    every `pulumi up` run from outside the VPC, so the stack says which it wants."""
+    if not create:
+        return False, ()
+    cidrs = cl.get("publicAccessCidrs") or []
+    if not isinstance(cidrs, list):
+        raise _fail("cluster.publicAccessCidrs", f"must be a list of CIDRs (got {cidrs!r})", _SET_CIDR)
+    chosen = "endpointPublicAccess" in cl
+    public = _bool(cl, "endpointPublicAccess", "cluster.endpointPublicAccess", bool(cidrs))
+    if not cidrs and (public or not chosen):
+        problem = (
+            "is empty while endpointPublicAccess is true (EKS would open the API endpoint to 0.0.0.0/0)"
+            if chosen
+            else "is not set: the EKS API endpoint must be public to listed ranges only, or private"
+        )
+        raise _fail("cluster.publicAccessCidrs", problem, f"{_SET_CIDR}, or {_GO_PRIVATE}")
+    if cidrs and not public:
+        raise _fail(
+            "cluster.publicAccessCidrs",
+            "is set while endpointPublicAccess is false (no public endpoint to restrict)",
+            "pulumi config rm --path cutover:cluster.publicAccessCidrs, or set endpointPublicAccess true",
+        )
+    if len(cidrs) > MAX_PUBLIC_ACCESS_CIDRS:
+        raise _fail(
+            "cluster.publicAccessCidrs",
+            f"lists {len(cidrs)} ranges; EKS takes at most {MAX_PUBLIC_ACCESS_CIDRS}",
+            "merge them into fewer, wider ranges",
+        )
+    for index, cidr in enumerate(cidrs):
+        found = public_access_cidr_problem(cidr)
+        if found is not None:
+            path = f"cluster.publicAccessCidrs[{index}]"
+            raise _fail(path, found[0], f"pulumi config set --path 'cutover:{path}' {found[1]}")
+        if cidrs.index(cidr) != index:
+            raise _fail(f"cluster.publicAccessCidrs[{index}]", f"repeats {cidr}", "list each range once")
+    return public, tuple(cidrs)
+
+
+def _created_cluster_only(cl: Mapping[str, Any], net: Mapping[str, Any], create: bool) -> None:
+    """The endpoint, the control-plane log group and the VPC flow logs of an existing cluster
+    and VPC are their owner's: refuse keys that would do nothing."""
+    if create:
+        return
+    for key in _CREATED_CLUSTER_ONLY:
+        if key in cl:
+            raise _fail(
+                f"cluster.{key}",
+                "applies only to a cluster this stack creates (an existing cluster's is its owner's)",
+                f"pulumi config rm --path cutover:cluster.{key}",
+            )
+    if "flowLogRetentionDays" in net:
+        raise _fail(
+            "network.flowLogRetentionDays",
+            "applies only to a VPC this stack creates (an existing VPC's flow logs are its owner's)",
+            "pulumi config rm --path cutover:network.flowLogRetentionDays",
+        )
+
+
 def parse(
     raw: Mapping[str, Any], *, stack: str, region: str | None, is_secret: Callable[[str], bool]
 ) -> StackConfig:
@@ -212,25 +478,23 @@ def parse(
             f"must be a short lowercase name (got {environment!r})",
             "pulumi config set cutover:environment dev",
         )
-    production = environment == "prod"
+    tier = raw.get("tier", "production" if environment == "prod" else "non-production")
+    if tier not in TIERS:
+        raise _fail(
+            "tier",
+            f"must be production or non-production (got {tier!r})",
+            "pulumi config set cutover:tier production",
+        )
+    production = tier == "production"
+    teardown = _bool(raw, "teardown", "teardown", False)
+    protect = False if teardown else _bool(raw, "protect", "protect", production)
 
     domain = _string(raw, "domain", "domain", _DOMAIN, "ledger.example.com")
     zone = _string(raw, "hostedZoneId", "hostedZoneId", _ZONE_ID, "Z0123456789ABCDEFGHIJ")
-    repository = _string(
-        raw, "imageRepository", "imageRepository", None, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger"
-    )
+    registry, repository = _registry(raw)
 
     net = _object(raw, "network")
     cidr = str(net.get("cidr", NetworkConfig.cidr))
-    try:
-        if ipaddress.ip_network(cidr).prefixlen > 20:
-            raise ValueError
-    except ValueError:
-        raise _fail(
-            "network.cidr",
-            f"must be an IPv4 CIDR of /20 or larger (got {cidr!r})",
-            "pulumi config set --path cutover:network.cidr 10.20.0.0/16",
-        ) from None
     zones = tuple(net.get("availabilityZones") or (f"{region}a", f"{region}b", f"{region}c"))
     if len(zones) < 2 or len(set(zones)) != len(zones) or not all(z.startswith(region) for z in zones):
         raise _fail(
@@ -238,10 +502,17 @@ def parse(
             f"must list at least two distinct zones of {region} (got {list(zones)})",
             f"pulumi config set --path 'cutover:network.availabilityZones[1]' {region}b",
         )
-    network = NetworkConfig(cidr, zones, _bool(net, "natGatewayPerAz", "network.natGatewayPerAz", production))
+    _check_network_cidr(cidr, len(zones))
+    network = NetworkConfig(
+        cidr,
+        zones,
+        _bool(net, "natGatewayPerAz", "network.natGatewayPerAz", production),
+        log_retention(net, "flowLogRetentionDays", "network.flowLogRetentionDays"),
+    )
 
     cl = _object(raw, "cluster")
     create = _bool(cl, "create", "cluster.create", True)
+    _created_cluster_only(cl, net, create)
     existing = None
     if not create:
         if "kubeconfig" not in raw:
@@ -273,16 +544,23 @@ def parse(
             "is stored in plaintext",
             'pulumi config set --secret cutover:kubeconfig "$(cat kubeconfig.yaml)"',
         )
+    endpoint_public_access, public_access_cidrs = _public_endpoint(cl, create)
     node_min = _int(cl, "nodeMin", "cluster.nodeMin", 2, 1, 100)
     node_max = _int(cl, "nodeMax", "cluster.nodeMax", max(4, node_min), node_min, 200)
     cluster = ClusterConfig(
         create=create,
-        version=str(cl.get("version", ClusterConfig.version)),
+        version=_cluster_version(cl),
+        support_type=_support_type(cl),
         node_instance_type=str(cl.get("nodeInstanceType", ClusterConfig.node_instance_type)),
         node_min=node_min,
         node_max=node_max,
         node_desired=_int(cl, "nodeDesired", "cluster.nodeDesired", node_min, node_min, node_max),
         existing=existing,
+        access=_cluster_access(cl, create),
+        load_balancer_controller=_load_balancer_controller(cl, create),
+        endpoint_public_access=endpoint_public_access,
+        public_access_cidrs=public_access_cidrs,
+        log_retention_days=log_retention(cl, "logRetentionDays", "cluster.logRetentionDays"),
     )
 
     db = _object(raw, "database")
@@ -304,14 +582,18 @@ def parse(
         backup_retention_days=_int(
             db, "backupRetentionDays", "database.backupRetentionDays", 14 if production else 7, 1, 35
         ),
-        deletion_protection=_bool(db, "deletionProtection", "database.deletionProtection", production),
+        deletion_protection=False
+        if teardown
+        else _bool(db, "deletionProtection", "database.deletionProtection", protect),
         engine_version=str(db.get("engineVersion", DatabaseConfig.engine_version)),
+        cidr=_database_cidr(db, network, existing),
     )
-    if production and not (database.deletion_protection and database.multi_az):
+    if production and not teardown and not (database.deletion_protection and database.multi_az):
         raise _fail(
             "database",
-            "must have deletionProtection and multiAz in prod",
-            "pulumi config set --path cutover:database.deletionProtection true (and multiAz)",
+            "must have deletionProtection and multiAz in prod (tier production)",
+            "pulumi config set --path cutover:database.deletionProtection true (and multiAz); "
+            "to tear the stack down: pulumi config set cutover:teardown true",
         )
 
     colors_raw = raw.get("colors") or {}
@@ -377,8 +659,149 @@ def parse(
         colors=colors,
         traffic=traffic,
         drain=drain,
-        protect=_bool(raw, "protect", "protect", production),
+        protect=protect,
+        tier=tier,
+        teardown=teardown,
+        load_balancer=_load_balancer(raw),
+        registry=registry,
     )
+
+
+def _registry(raw: Mapping[str, Any]) -> tuple[RegistryConfig, str]:
+    """The ECR repository the program creates (imageRepository omitted), or the given one."""
+    section = _object(raw, "registry")
+    create = _bool(section, "create", "registry.create", "imageRepository" not in raw)
+    keep = _int(section, "keepImages", "registry.keepImages", RegistryConfig.keep_images, 10, 10000)
+    if create and "imageRepository" in raw:
+        raise _fail(
+            "imageRepository",
+            "is set while registry.create is true (the program creates the repository)",
+            "pulumi config rm cutover:imageRepository, or pulumi config set --path cutover:registry.create false",
+        )
+    if create:
+        return RegistryConfig(True, keep), ""
+    repository = _string(
+        raw, "imageRepository", "imageRepository", None, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger"
+    )
+    return RegistryConfig(False, keep), repository
+
+
+# An ALB needs a subnet of /27 or larger (with 8 free addresses) in each of its zones.
+ALB_SUBNET_PREFIX = 27
+
+
+def _check_network_cidr(cidr: str, zones: int) -> None:
+    """Refuse a VPC CIDR whose carved subnets (components/network.py) cannot hold the ALBs."""
+    problem = network_cidr_problem(cidr, zones)
+    if problem is not None:
+        raise _fail(
+            "network.cidr",
+            problem,
+            f"pulumi config set --path cutover:network.cidr {fitting_cidr(cidr, zones)}",
+        )
+
+
+def network_cidr_problem(cidr: str, zones: int) -> str | None:
+    """Why the Network component cannot carve `zones` private + public subnets out of `cidr`
+    with public (ALB) subnets of /27 or larger, or None when it can."""
+    from cutover_infra.components.network import subnet_cidrs
+
+    try:
+        network = ipaddress.IPv4Network(cidr)
+    except ValueError:
+        return f"must be an IPv4 CIDR such as 10.20.0.0/16 (got {cidr!r})"
+    if not 16 <= network.prefixlen <= 28:
+        return f"must be a /16 to /28 block, what a VPC takes (got {cidr})"
+    try:
+        private, public = subnet_cidrs(cidr, zones)
+    except ValueError:  # too small to split at all
+        private, public = [], []
+    subnets = [ipaddress.IPv4Network(s) for s in private + public]
+    if (
+        len(private) < zones
+        or len(public) < zones
+        or any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1 :])
+    ):
+        return f"is too small for {zones} private and {zones} public subnets (got {cidr})"
+    smallest = max(ipaddress.IPv4Network(s).prefixlen for s in public)
+    if smallest > ALB_SUBNET_PREFIX:
+        return (
+            f"leaves /{smallest} public subnets for {zones} zones; ALBs need /{ALB_SUBNET_PREFIX} "
+            f"or larger (got {cidr})"
+        )
+    return None
+
+
+def fitting_cidr(cidr: str, zones: int) -> str:
+    """The smallest block around `cidr`'s address that fits (10.20.0.0/16 if none does)."""
+    try:
+        network = ipaddress.IPv4Network(cidr, strict=False)
+    except ValueError:
+        return NetworkConfig.cidr
+    if network.prefixlen < 16:
+        network = next(network.subnets(new_prefix=16))
+    for prefix in range(min(network.prefixlen, 28), 15, -1):
+        candidate = str(network.supernet(new_prefix=prefix))
+        if network_cidr_problem(candidate, zones) is None:
+            return candidate
+    return NetworkConfig.cidr
+
+
+def _database_cidr(
+    section: Mapping[str, Any], network: NetworkConfig, existing: ExistingCluster | None
+) -> str:
+    """`database.cidr`, else the narrowest block holding the private subnets the program
+    carves (the database's subnet group), else an existing cluster's VPC CIDR."""
+    from cutover_infra.components.network import subnet_cidrs
+
+    if "cidr" in section:
+        value = section["cidr"]
+        try:
+            if "/" not in str(value):
+                raise ValueError(value)
+            return str(ipaddress.IPv4Network(str(value)))
+        except ValueError:
+            raise _fail(
+                "database.cidr",
+                f"must be an IPv4 CIDR such as 10.20.0.0/18 (got {value!r})",
+                "pulumi config set --path cutover:database.cidr <the database subnets' CIDR>",
+            ) from None
+    if existing is not None:
+        return existing.vpc_cidr
+    private, _public = subnet_cidrs(network.cidr, len(network.availability_zones))
+    return covering_cidr(private)
+
+
+def covering_cidr(cidrs: list[str]) -> str:
+    """The smallest single IPv4 block containing every one of `cidrs`."""
+    blocks = [ipaddress.IPv4Network(c) for c in cidrs]
+    block = blocks[0]
+    while not all(b.subnet_of(block) for b in blocks):
+        block = block.supernet()
+    return str(block)
+
+
+MAX_ACCESS_LOG_DAYS = 3653  # ten years of ALB access logs at most
+
+
+def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancerConfig:
+    section = _object(raw, "loadBalancer")
+    idle = _int(section, "idleTimeoutSeconds", "loadBalancer.idleTimeoutSeconds", 60, 1, 4000)
+    default_keep_alive = max(75, idle + 15)
+    keep_alive = _int(
+        section, "appKeepAliveSeconds", "loadBalancer.appKeepAliveSeconds", default_keep_alive, 1, 4600
+    )
+    if keep_alive <= idle:
+        raise _fail(
+            "loadBalancer.appKeepAliveSeconds",
+            f"({keep_alive}) must be longer than loadBalancer.idleTimeoutSeconds ({idle}), or the ALB "
+            "reuses connections the app already closed (502s)",
+            f"pulumi config set --path cutover:loadBalancer.appKeepAliveSeconds {default_keep_alive}",
+        )
+    retention = _int(
+        section, "accessLogRetentionDays", "loadBalancer.accessLogRetentionDays", 90, 1, MAX_ACCESS_LOG_DAYS
+    )
+    return LoadBalancerConfig(idle, keep_alive, retention)
 
 
 def load() -> StackConfig:
@@ -401,7 +824,7 @@ def load() -> StackConfig:
                 raise _fail(
                     key, "must be an object", f"pulumi config set --path cutover:{key}.<field> <value>"
                 ) from None
-        elif key in ("protect",):
+        elif key in ("protect", "teardown"):
             raw[key] = value.lower() == "true" if value.lower() in ("true", "false") else value
         else:
             raw[key] = value

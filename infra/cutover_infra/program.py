@@ -3,32 +3,64 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from cutover_infra.components.access_logs import AccessLogs, AccessLogsArgs
 from cutover_infra.components.app import App, AppArgs
 from cutover_infra.components.certificate import Certificate, CertificateArgs
 from cutover_infra.components.cluster import Cluster, ClusterArgs
 from cutover_infra.components.database import Database, DatabaseArgs
 from cutover_infra.components.load_balancer import LoadBalancer, LoadBalancerArgs
 from cutover_infra.components.network import Network, NetworkArgs
+from cutover_infra.components.registry import Registry, RegistryArgs, repository_name
 from cutover_infra.components.release_state import CutoverEnv, CutoverEnvArgs, ReleaseState, ReleaseStateArgs
 from cutover_infra.components.traffic import ColorTarget, Traffic, TrafficArgs
 from cutover_infra.config import COLORS, StackConfig
 from cutover_infra.values import (
+    LiveTraffic,
     cutover_env,
     deployed_images,
     ecr_repository,
+    ecr_repository_url,
+    live_traffic,
+    lock_key,
+    lock_refusal,
     release_state_key,
     resource_name,
+    split_image,
+    traffic_records_regex,
+    with_stack_tags,
 )
+
+LOCK_OWNER_ENV = "CUTOVER_LOCK_OWNER"  # set by cutover's Pulumi deployer to its lease owner
 
 
 def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> dict[str, Any]:
     """Declare every resource of the stack; return what it exports."""
     env = config.environment
+    _refuse_while_locked(env)
+    _tag_with_tier(config)
+    if config.teardown:
+        pulumi.log.warn(
+            f"cutover:teardown is true: every deletion protection of {env} is lifted so that "
+            "`pulumi destroy` can remove it (RDS keeps a final snapshot). Unset it to keep the stack."
+        )
+    registry: Registry | None = None
+    image_repository = config.image_repository
+    if config.registry.create:
+        registry = Registry(
+            f"{env}-registry",
+            RegistryArgs(env, config.registry.keep_images, config.protect, config.teardown),
+        )
+        image_repository = ecr_repository_url(
+            aws.get_caller_identity().account_id, config.region, repository_name(env)
+        )
     cluster_name = resource_name(env, "eks")
     existing = config.cluster.existing
     if existing is None:
@@ -40,6 +72,7 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
                 config.network.availability_zones,
                 cluster_name,
                 config.network.nat_gateway_per_az,
+                config.network.flow_log_retention_days,
             ),
         )
         vpc_id: pulumi.Input[str] = network.vpc_id
@@ -67,6 +100,17 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
         _release_state_item(env), {color: config.colors[color].image for color in COLORS}
     )
 
+    access_logs = AccessLogs(
+        f"{env}-access-logs",
+        AccessLogsArgs(
+            environment=env,
+            region=config.region,
+            prefixes=COLORS,
+            retention_days=config.load_balancer.access_log_retention_days,
+            protect=config.protect,
+            teardown=config.teardown,
+        ),
+    )
     balancers: dict[str, LoadBalancer] = {}
     apps: dict[str, App] = {}
     for color in COLORS:
@@ -82,14 +126,16 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
                 node_security_group_id=cluster.node_security_group_id,
                 budget=config.drain,
                 stickiness_seconds=config.traffic.stickiness_seconds,
-                deletion_protection=config.is_production,
+                access_logs=access_logs,
+                deletion_protection=config.protect,
+                idle_timeout_seconds=config.load_balancer.idle_timeout_seconds,
             ),
         )
         apps[color] = App(
             f"{env}-{color}-app",
             AppArgs(
                 color=color,
-                image_repository=config.image_repository,
+                image_repository=image_repository,
                 image_tag=images[color],
                 replicas=config.colors[color].replicas,
                 database_url=database_url,
@@ -98,15 +144,19 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
                 vpc_cidr=vpc_cidr,
                 provider=cluster.provider,
             ),
-            opts=pulumi.ResourceOptions(depends_on=[cluster.load_balancer_controller]),
+            # After the Load Balancer Controller when this stack installs it, and destroyed
+            # before it (the TargetGroupBindings' finalizers need the controller).
+            opts=pulumi.ResourceOptions(depends_on=cluster.workload_dependencies),
         )
+    live = _live_traffic(config)
     Traffic(
         f"{env}-traffic",
         TrafficArgs(
             environment=env,
             domain=config.domain,
             hosted_zone_id=config.hosted_zone_id,
-            initial_weights=dict(config.traffic.initial_weights),
+            weights=live.weights,
+            generation=live.generation,
             ttl=config.traffic.ttl,
             targets={c: ColorTarget(balancers[c].alb.dns_name, balancers[c].alb.zone_id) for c in COLORS},
         ),
@@ -143,16 +193,40 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
     CutoverEnv(f"{env}-cutover-env", CutoverEnvArgs(env, env_output.apply(json.dumps)))
     return {
         # what each color runs, pinned: cutover's Pulumi deployer records it in the release state
-        "imageDigests": _image_digests(config.image_repository, images),
+        "imageDigests": _image_digests(image_repository, images),
+        "imageRepository": registry.url if registry is not None else image_repository,
         "cutover_env": env_output,
         "vpcId": vpc_id,
         "databaseAddress": database.instance.address,
         "loadBalancers": {c: balancers[c].alb.dns_name for c in COLORS},
         "targetGroups": {c: balancers[c].target_group.arn for c in COLORS},
+        "accessLogsBucket": access_logs.name,  # <color>/AWSLogs/<account>/elasticloadbalancing/...
         "lockTable": state.locks.name,
         "historyTable": state.history.name,
         "serviceUrl": f"https://{config.domain}",
     }
+
+
+def _tag_with_tier(config: StackConfig) -> None:
+    """Every tagged AWS resource of the stack carries its tier, and `teardown=true` while
+    cutover:teardown is set: what the policy pack's production checks read (never the
+    stack's name), and a teardown shows in every resource of the preview."""
+
+    def add(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+        found = args.props.get("tags")
+        if not args.type_.startswith("aws:") or found is None:
+            return None
+
+        def tagged(resource_tags: Mapping[str, Any] | None) -> dict[str, Any]:
+            return with_stack_tags(resource_tags or {}, tier=config.tier, teardown=config.teardown)
+
+        props = dict(args.props)
+        props["tags"] = (
+            tagged(found) if isinstance(found, Mapping) else pulumi.Output.from_input(found).apply(tagged)
+        )
+        return pulumi.ResourceTransformationResult(props, args.opts)
+
+    pulumi.runtime.register_stack_transformation(add)
 
 
 def _release_state_item(environment: str) -> str | None:
@@ -168,18 +242,70 @@ def _release_state_item(environment: str) -> str | None:
     return str(found.item) if found.item else None
 
 
-def _image_digests(
-    repository: str, images: dict[str, str]
-) -> dict[str, pulumi.Output[str]] | dict[str, None]:
-    """The digest of each color's image when it lives in ECR (the lookup fails the update if
-    the tag does not exist: better before the deploy than in a crash-looping pod)."""
-    ecr = ecr_repository(repository)
-    if ecr is None:
-        return {color: None for color in COLORS}
-    registry, name = ecr
+def _live_traffic(config: StackConfig) -> LiveTraffic:
+    """The weights and generation Route53 serves now (the initial ones before the first
+    `up`): declaring them makes any update of the records a no-op for traffic."""
+    found = aws.route53.get_records(
+        zone_id=config.hosted_zone_id, name_regex=traffic_records_regex(config.domain)
+    )
+    live = live_traffic(
+        [_record(r) for r in found.resource_record_sets or []],
+        config.domain,
+        dict(config.traffic.initial_weights),
+    )
+    if live.live:
+        pulumi.log.info(f"traffic as Route53 serves it: {live.weights}, generation {live.generation}")
+    return live
+
+
+def _record(record: Any) -> dict[str, Any]:
+    """One getRecords record set as plain data (its Route53 field names)."""
     return {
-        color: aws.ecr.get_image_output(
-            registry_id=registry, repository_name=name, image_tag=images[color]
-        ).image_digest
-        for color in COLORS
+        "name": record.get("name"),
+        "type": record.get("type"),
+        "setIdentifier": record.get("set_identifier"),
+        "weight": record.get("weight"),
+        "resourceRecords": [{"value": v.get("value")} for v in record.get("resource_records") or []],
     }
+
+
+def _refuse_while_locked(environment: str) -> None:
+    """Stop here while a cutover operation holds the environment's release lock (unless this
+    run is that operation's own deployer): an `up` then could undo what it is doing."""
+    try:
+        found = aws.dynamodb.get_table_item(
+            table_name=resource_name(environment, "locks"), key=lock_key(environment)
+        )
+    except Exception as exc:
+        if any(word in str(exc) for word in ("empty result", "couldn't find", "ResourceNotFound")):
+            return  # no lock item (nothing holds it), or no table yet (the first `up`)
+        pulumi.log.warn(f"could not read cutover's release lock ({exc}): not checked")
+        return
+    refusal = lock_refusal(
+        str(found.item) if found.item else None, environment, os.environ.get(LOCK_OWNER_ENV), time.time()
+    )
+    if refusal is None:
+        return
+    if pulumi.runtime.is_dry_run():
+        pulumi.log.warn(refusal)  # a preview changes nothing
+        return
+    raise pulumi.RunError(refusal)
+
+
+def _image_digests(repository: str, images: dict[str, str]) -> dict[str, pulumi.Output[str] | str | None]:
+    """The digest of each color's image: the one it is pinned to (`tag@sha256:...`), else
+    looked up when it lives in ECR (the lookup fails the update if the tag does not exist:
+    better before the deploy than in a crash-looping pod), else unknown."""
+    ecr = ecr_repository(repository)
+    digests: dict[str, pulumi.Output[str] | str | None] = {}
+    for color in COLORS:
+        tag, digest = split_image(images[color])
+        if digest:
+            digests[color] = digest
+        elif ecr is not None:
+            digests[color] = aws.ecr.get_image_output(
+                registry_id=ecr[0], repository_name=ecr[1], image_tag=tag
+            ).image_digest
+        else:
+            digests[color] = None
+    return digests

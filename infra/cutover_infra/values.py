@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cutover_infra.budget import DrainBudget
@@ -25,6 +27,19 @@ def tags(environment: str, **extra: str) -> dict[str, str]:
     return {"project": "cutover", "environment": environment, "managed-by": "pulumi", **extra}
 
 
+# Tags every tagged AWS resource of a stack carries (program.py adds them to each): the
+# policy pack's production checks key on `tier`, and `teardown` exempts a stack being torn down.
+TIER_TAG = "tier"
+TEARDOWN_TAG = "teardown"
+
+
+def with_stack_tags(resource_tags: Mapping[str, Any], *, tier: str, teardown: bool) -> dict[str, Any]:
+    """`resource_tags` with the stack's `tier` tag, and `teardown=true` only while
+    cutover:teardown is set (any earlier tier/teardown tag is replaced, never kept)."""
+    kept = {k: v for k, v in resource_tags.items() if k not in (TIER_TAG, TEARDOWN_TAG)}
+    return {**kept, TIER_TAG: tier, **({TEARDOWN_TAG: "true"} if teardown else {})}
+
+
 def namespace(color: str) -> str:
     return f"ledger-{color}"
 
@@ -40,9 +55,18 @@ def chart_values(
     budget: DrainBudget,
     vpc_cidr: str,
     database_cidr: str = "",
+    image_digest: str = "",
+    idle_timeout_seconds: int | None = None,
+    keep_alive_seconds: int | None = None,
 ) -> dict[str, Any]:
-    """The values charts/ledger is installed with for one color."""
-    return {
+    """The values charts/ledger is installed with for one color.
+
+    `image_tag` may carry its digest (`v1.2@sha256:...`): the pods then pull by digest.
+    `idle_timeout_seconds` (the ALB's) sets `aws.idleTimeoutSeconds` and the app keep-alive
+    `http.keepAliveSeconds` (default: max(75, idle + 15), always longer than the ALB's)."""
+    image_tag, embedded_digest = split_image(image_tag)
+    image_digest = image_digest or embedded_digest
+    values: dict[str, Any] = {
         "color": color,
         "replicaCount": replicas,
         "image": {"repository": image_repository, "tag": image_tag},
@@ -60,6 +84,14 @@ def chart_values(
         "trustedProxies": [vpc_cidr],
         "podDisruptionBudget": {"minAvailable": 1 if replicas <= 2 else replicas - 1},
     }
+    if image_digest:
+        values["image"]["digest"] = image_digest
+    if idle_timeout_seconds is not None:
+        values["aws"]["idleTimeoutSeconds"] = idle_timeout_seconds
+        keep_alive_seconds = keep_alive_seconds or max(75, idle_timeout_seconds + 15)
+    if keep_alive_seconds is not None:
+        values.setdefault("http", {})["keepAliveSeconds"] = keep_alive_seconds
+    return values
 
 
 def cutover_env(
@@ -130,3 +162,129 @@ def ecr_repository(image_repository: str) -> tuple[str, str] | None:
     """(registry id, repository name) of an ECR repository URL, or None for any other registry."""
     match = _ECR.match(image_repository)
     return (match["registry"], match["name"]) if match else None
+
+
+# --------------------------------------------------------------------------- images
+
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """`v1.2@sha256:<64 hex>` -> ("v1.2", "sha256:..."); a plain tag -> (tag, "")."""
+    tag, _, digest = image.partition("@")
+    if digest and not _DIGEST.match(digest):
+        raise ValueError(f"image {image!r}: the digest must be sha256:<64 lowercase hex>")
+    return tag, digest
+
+
+def ecr_repository_url(account_id: str, region: str, name: str) -> str:
+    return f"{account_id}.dkr.ecr.{region}.amazonaws.com/{name}"
+
+
+def ecr_lifecycle_policy(keep_images: int) -> str:
+    """Expire all but the newest `keep_images` images (rollback needs the recent ones)."""
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"keep the newest {keep_images} images",
+                    "selection": {
+                        "tagStatus": "any",
+                        "countType": "imageCountMoreThan",
+                        "countNumber": keep_images,
+                    },
+                    "action": {"type": "expire"},
+                }
+            ]
+        }
+    )
+
+
+# --------------------------------------------------------------------------- live traffic
+
+GENERATION_PREFIX = "cutover-generation="
+
+
+@dataclass(frozen=True)
+class LiveTraffic:
+    """The weights and generation `pulumi up` declares: what Route53 serves now."""
+
+    weights: dict[str, int]
+    generation: int
+    live: bool  # False: no record exists yet (first up), the configured initial values
+
+
+def traffic_records_regex(domain: str) -> str:
+    """The getRecords name filter (RE2, matched against Route53's names, trailing dot
+    included) for the weighted records and the generation TXT record."""
+    return "^(_cutover\\.)?" + re.escape(domain).replace("\\-", "-") + "\\.?$"
+
+
+def _name(record: Mapping[str, Any]) -> str:
+    return str(record.get("name") or "").rstrip(".").lower()
+
+
+def live_traffic(
+    records: Sequence[Mapping[str, Any]], domain: str, initial: Mapping[str, int]
+) -> LiveTraffic:
+    """What the records must declare so that `pulumi up` never moves traffic.
+
+    `records` are getRecords' resourceRecordSets (Route53's own names and values). A color
+    whose weighted record exists keeps its live weight, the generation record its live
+    generation; before the first `up` (no records) the configured initial weights and 0."""
+    weighted = {
+        r.get("setIdentifier"): r
+        for r in records
+        if _name(r) == domain and r.get("type") == "A" and r.get("setIdentifier") in initial
+    }
+    weights = {
+        color: int(weighted[color]["weight"]) if color in weighted else initial[color] for color in initial
+    }
+    generation = 0
+    txt = [r for r in records if _name(r) == f"_cutover.{domain}" and r.get("type") == "TXT"]
+    if txt:
+        values = [str(v.get("value", "")).strip('"') for v in txt[0].get("resourceRecords") or []]
+        numbers = [v[len(GENERATION_PREFIX) :] for v in values if v.startswith(GENERATION_PREFIX)]
+        if not numbers or not numbers[0].isdigit():
+            raise ValueError(
+                f"TXT record _cutover.{domain} holds {values}, not {GENERATION_PREFIX}<n>; fix: restore it "
+                "with `cutover status` / the runbook before `pulumi up`"
+            )
+        generation = int(numbers[0])
+    return LiveTraffic(weights, generation, bool(weighted or txt))
+
+
+# --------------------------------------------------------------------------- the release lock
+
+
+def lock_key(environment: str) -> str:
+    """The lock-table item of cutover's release lock (pipelines/cutover/adapters/locks.py)."""
+    return json.dumps({"lock_id": {"S": environment}})
+
+
+def lock_refusal(item: str | None, environment: str, runner: str | None, now: float) -> str | None:
+    """Why `pulumi up` must not run now, or None.
+
+    `item` is the lock item (getTableItem's attribute JSON). A held, unexpired lease refuses
+    every run but cutover's own deployer, which sets CUTOVER_LOCK_OWNER to the lease owner."""
+    if not item:
+        return None
+    attributes = json.loads(item)
+
+    def text(key: str) -> str:
+        value = attributes.get(key) or {}
+        return str(value.get("S") or value.get("N") or "?")
+
+    try:
+        expires = float((attributes.get("expires_at") or {}).get("N", "0"))
+    except ValueError:
+        expires = 0.0
+    owner = text("owner")
+    if expires < now or (runner is not None and runner == owner):
+        return None
+    return (
+        f"cutover {text('operation')} by {owner} holds the {environment} release lock for another "
+        f"{expires - now:.0f}s: `pulumi up` now could undo it; wait for it to finish (`cutover status "
+        f"--env {environment}`), or, if it is dead, `cutover rollback --env {environment} --break-lock`"
+    )

@@ -64,6 +64,30 @@ BAD_STACKS = [
     ("negative drain", "prod", {"drain": {"drainSeconds": -1}}, "cutover:drain.drainSeconds"),
     ("no region", "prod", {"aws:region": None}, "aws:region"),
     ("existing cluster without kubeconfig", "dev", {"kubeconfig": None}, "cutover:kubeconfig"),
+    ("VPC with /28 public subnets", "staging", {"network": {"cidr": "10.0.0.0/20"}}, "cutover:network.cidr"),
+    ("VPC larger than AWS allows", "staging", {"network": {"cidr": "10.0.0.0/8"}}, "cutover:network.cidr"),
+    (
+        "app keep-alive not above the ALB idle timeout",
+        "prod",
+        {"loadBalancer": {"idleTimeoutSeconds": 90, "appKeepAliveSeconds": 90}},
+        "cutover:loadBalancer.appKeepAliveSeconds",
+    ),
+    (
+        "ALB idle timeout out of range",
+        "prod",
+        {"loadBalancer": {"idleTimeoutSeconds": 0}},
+        "cutover:loadBalancer.idleTimeoutSeconds",
+    ),
+    ("unknown tier", "prod", {"tier": "gold"}, "cutover:tier"),
+    ("teardown not a bool", "prod", {"teardown": "soon"}, "cutover:teardown"),
+    ("a repository and one to create", "prod", {"registry": {"create": True}}, "cutover:imageRepository"),
+    ("a digest that is not sha256", "prod", {"greenImage": "v1@sha256:abc"}, "cutover:greenImage"),
+    (
+        "database CIDR without a prefix",
+        "prod",
+        {"database": prod_database(cidr="10.20.0.0")},
+        "cutover:database.cidr",
+    ),
 ]
 
 
@@ -103,6 +127,11 @@ def test_defaults_follow_the_environment() -> None:
         "imageRepository": "r",
         "blueImage": "v1",
         "greenImage": "v1",
+        # a created cluster names who may reach it, and where its API endpoint is public to
+        "cluster": {
+            "access": {"admins": ["arn:aws:iam::123456789012:role/admin"]},
+            "publicAccessCidrs": ["203.0.113.0/24"],
+        },
     }
     dev = parse(common, stack="dev", region="eu-west-1", is_secret=lambda _k: False)
     assert (dev.database.multi_az, dev.database.deletion_protection, dev.protect) == (False, False, False)

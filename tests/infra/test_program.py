@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cutover_infra.budget import budget_for_deregistration
+from cutover_infra.components.app import without_chart_binding
 from cutover_infra.values import TLS_POLICY, chart_values
 
 from cutover.envconfig import parse as parse_env
@@ -138,7 +139,8 @@ def test_route53_weighted_records_direct_names_health_checks_and_generation(prod
     assert {
         r.inputs["setIdentifier"]: r.inputs["weightedRoutingPolicies"][0]["weight"] for r in weighted
     } == {"blue": 100, "green": 0}
-    assert all(r.inputs["healthCheckId"] and "weightedRoutingPolicies" in r.ignore_changes for r in weighted)
+    # the live weights (read at run time: tests/infra/test_day2.py), never ignore_changes' stale state
+    assert all(r.inputs["healthCheckId"] and not r.ignore_changes for r in weighted)
     assert {
         r.inputs["name"] for r in records if r.inputs["type"] == "A" and not r.inputs.get("setIdentifier")
     } == {
@@ -146,9 +148,8 @@ def test_route53_weighted_records_direct_names_health_checks_and_generation(prod
         "green.ledger.example.com",
     }
     (generation,) = [r for r in records if r.inputs["type"] == "TXT"]
-    assert (
-        generation.inputs["name"] == "_cutover.ledger.example.com" and "records" in generation.ignore_changes
-    )
+    assert generation.inputs["name"] == "_cutover.ledger.example.com" and not generation.ignore_changes
+    assert generation.inputs["records"] == ["cutover-generation=0"]  # no record live yet
     checks = prod.of_type("aws:route53/healthCheck:HealthCheck")
     assert {c.inputs["fqdn"] for c in checks} == {"blue.ledger.example.com", "green.ledger.example.com"}
     assert all(c.inputs["resourcePath"] == "/health/ready" and c.inputs["type"] == "HTTPS" for c in checks)
@@ -179,19 +180,22 @@ def test_namespaces_and_the_chart_values_render_for_real(prod: Run) -> None:
     for release in releases:
         values = release.inputs["values"]
         color = values["color"]
-        assert values == chart_values(
-            color=color,
-            image_repository="123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger",
-            image_tag="v1.4.1",
-            replicas=3,
-            database_secret="ledger-database",
-            target_group_arn=f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/cutover-prod-{color}/0123456789abcdef",
-            budget=budget_for_deregistration(10, 5, 20, 5),
-            vpc_cidr="10.20.0.0/16",
+        # The chart's own TargetGroupBinding off: the App declares it before the pods.
+        assert values == without_chart_binding(
+            chart_values(
+                color=color,
+                image_repository="123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger",
+                image_tag="v1.4.1",
+                replicas=3,
+                database_secret="ledger-database",
+                target_group_arn=f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/cutover-prod-{color}/0123456789abcdef",
+                budget=budget_for_deregistration(10, 5, 20, 5),
+                vpc_cidr="10.20.0.0/16",
+            )
         )
         objects = render(values, name=f"ledger-{color}", namespace=f"ledger-{color}")
         validate(objects, NEWEST)
-        assert any(o["kind"] == "TargetGroupBinding" for o in objects)
+        assert not any(o["kind"] == "TargetGroupBinding" for o in objects)
 
 
 def test_cutover_env_output_is_what_cutover_reads(prod: Run) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from cutover.adapters.pulumi_deployer import PulumiDeployer
+from cutover.adapters.pulumi_deployer import LOCK_OWNER_ENV, AutomationStack, PulumiDeployer
+from cutover.machine import default_actor
 
 GREEN_URNS = ["urn:pulumi:prod::cutover::cutover:app:App::ledger-green"]
 
@@ -17,6 +19,7 @@ class FakeStack:
         self.config: dict[str, str] = {"cutover:blueImage": "v1", "cutover:greenImage": "v0"}
         self.result = result
         self.ups: list[tuple[list[str], dict[str, str]]] = []
+        self.envs: list[dict[str, str]] = []
         self._outputs = (
             outputs if outputs is not None else {"cutover_env": {"colors": {"green": {"urns": GREEN_URNS}}}}
         )
@@ -30,8 +33,9 @@ class FakeStack:
     def outputs(self) -> dict[str, Any]:
         return self._outputs
 
-    def up(self, targets: list[str], on_output: Callable[[str], None]) -> str:
+    def up(self, targets: list[str], on_output: Callable[[str], None], env: Mapping[str, str]) -> str:
         self.ups.append((targets, dict(self.config)))
+        self.envs.append(dict(env))
         on_output("Updating (prod)")
         if self.result == "raise":
             raise RuntimeError("error: update failed")
@@ -74,3 +78,37 @@ def test_the_digest_the_program_exports_is_returned_for_the_release_state() -> N
         == "sha256:" + "b" * 64
     )
     assert PulumiDeployer(FakeStack()).deploy("green", "v2", lambda _l: None) is None  # not in ECR: unknown
+
+
+def test_the_up_runs_as_the_lock_owner_so_the_program_lets_it_through() -> None:
+    stack = FakeStack()
+    PulumiDeployer(stack, lock_owner="github:ci@42").deploy("green", "v2", lambda _l: None)
+    assert stack.envs == [{LOCK_OWNER_ENV: "github:ci@42"}]
+    stack = FakeStack()
+    PulumiDeployer(stack).deploy("green", "v2", lambda _l: None)  # the release machine's default actor
+    assert stack.envs == [{LOCK_OWNER_ENV: default_actor()}]
+
+
+class FakeAutomationStack:
+    """What AutomationStack calls of pulumi.automation.Stack: up() and workspace.env_vars."""
+
+    def __init__(self) -> None:
+        self.workspace = SimpleNamespace(env_vars={"PULUMI_CONFIG_PASSPHRASE": "x"})
+        self.calls: list[tuple[dict[str, Any], dict[str, str]]] = []
+
+    def up(self, **kwargs: Any) -> Any:
+        self.calls.append((kwargs, dict(self.workspace.env_vars)))
+        kwargs["on_output"]("Refreshing (prod)")
+        return SimpleNamespace(summary=SimpleNamespace(result="succeeded"))
+
+
+def test_automation_up_refreshes_first_and_passes_the_lock_owner_to_the_program_only_for_that_run() -> None:
+    fake = FakeAutomationStack()
+    stack = AutomationStack.__new__(AutomationStack)  # no Pulumi CLI here: the fake stands in
+    vars(stack)["_stack"] = fake
+    lines: list[str] = []
+    assert stack.up(GREEN_URNS, lines.append, {LOCK_OWNER_ENV: "alice@laptop"}) == "succeeded"
+    ((kwargs, env_during_up),) = fake.calls
+    assert kwargs["refresh"] is True and kwargs["target"] == GREEN_URNS and kwargs["target_dependents"]
+    assert env_during_up == {"PULUMI_CONFIG_PASSPHRASE": "x", LOCK_OWNER_ENV: "alice@laptop"}
+    assert fake.workspace.env_vars == {"PULUMI_CONFIG_PASSPHRASE": "x"} and lines == ["Refreshing (prod)"]

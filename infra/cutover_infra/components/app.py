@@ -1,10 +1,13 @@
 """One color of ledger in Kubernetes: its namespace (pod readiness gates on), the database
-Secret, and charts/ledger installed with the values `chart_values` computes."""
+Secret, its TargetGroupBinding (declared here, before the pods) and charts/ledger installed
+with the values `chart_values` computes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -14,6 +17,40 @@ from cutover_infra.values import CHART_PATH, chart_values, namespace
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
 DATABASE_SECRET = "ledger-database"  # noqa: S105 (the Secret's name, not a secret)
+CHART_NAME = "ledger"  # charts/ledger/Chart.yaml
+SERVICE_PORT = 80  # the chart's default service.port (the values leave it)
+
+
+def chart_fullname(release: str, chart: str = CHART_NAME) -> str:
+    """The chart's `ledger.fullname` (no overrides): its Service's and TargetGroupBinding's name."""
+    name = release if chart in release else f"{release}-{chart}"
+    return name[:63].removesuffix("-")
+
+
+def target_group_binding_spec(service: str, port: int, target_group_arn: str) -> dict[str, Any]:
+    """The spec charts/ledger/templates/targetgroupbinding.yaml renders (ip targets)."""
+    return {
+        "targetGroupARN": target_group_arn,
+        "targetType": "ip",
+        "serviceRef": {"name": service, "port": port},
+    }
+
+
+def without_chart_binding(values: dict[str, Any]) -> dict[str, Any]:
+    """The chart's values with its own TargetGroupBinding off: the App declares it, so that
+    it exists before the chart's first pods (the controller injects readiness gates only
+    into pods created after the binding; Helm applies custom resources after Deployments)."""
+    return {**values, "aws": {**values.get("aws", {}), "targetGroupBinding": {"create": False}}}
+
+
+def _waits_for(opts: pulumi.ResourceOptions | None) -> list[pulumi.Resource]:
+    """The resources the component was told to wait for (children do not inherit them)."""
+    wanted = opts.depends_on if opts is not None else None
+    if isinstance(wanted, pulumi.Resource):
+        return [wanted]
+    if isinstance(wanted, Sequence):
+        return [r for r in wanted if isinstance(r, pulumi.Resource)]
+    return []
 
 
 @dataclass
@@ -66,17 +103,39 @@ class App(pulumi.ComponentResource):
                 vpc_cidr=args.vpc_cidr,
             )
         )
+        # The binding first: after the namespace and the Load Balancer Controller (its CRD and
+        # webhook), before the release (its pods get the readiness gate); destroyed after the
+        # release and before the controller, whose finalizer deregisters the targets.
+        release_name = f"ledger-{args.color}"
+        self.target_group_binding = k8s.apiextensions.CustomResource(
+            f"{name}-tgb",
+            api_version="elbv2.k8s.aws/v1beta1",
+            kind="TargetGroupBinding",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=chart_fullname(release_name),
+                namespace=ns,
+                labels={"app.kubernetes.io/part-of": "cutover", "color": args.color},
+            ),
+            spec=pulumi.Output.from_input(args.target_group_arn).apply(
+                lambda arn: target_group_binding_spec(chart_fullname(release_name), SERVICE_PORT, arn)
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.provider, depends_on=[self.namespace, *_waits_for(opts)]
+            ),
+        )
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             k8s.helm.v3.ReleaseArgs(
-                name=f"ledger-{args.color}",
+                name=release_name,
                 chart=str(REPOSITORY_ROOT / CHART_PATH),
                 namespace=ns,
-                values=values,
+                values=values.apply(without_chart_binding),
                 atomic=True,
                 wait_for_jobs=True,
                 timeout=900,
             ),
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[secret]),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.provider, depends_on=[secret, self.target_group_binding]
+            ),
         )
         self.register_outputs({"namespace": ns, "release": self.release.name})

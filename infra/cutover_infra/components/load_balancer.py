@@ -1,6 +1,7 @@
-"""One ALB per color: HTTPS with a modern TLS policy, HTTP redirected, a target group of
-type ip with cookie stickiness, health-checked on /health/ready, and a deregistration
-delay taken from the drain budget the chart enforces too."""
+"""One ALB per color: HTTPS with a modern TLS policy, HTTP redirected, access logs in the
+stack's bucket (components/access_logs.py) under the color's prefix, a target group of type
+ip with cookie stickiness, health-checked on /health/ready, and a deregistration delay taken
+from the drain budget the chart enforces too."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from cutover_infra.budget import DrainBudget
+from cutover_infra.components.access_logs import AccessLogs
 from cutover_infra.values import APP_PORT, TLS_POLICY, resource_name, tags
 
 
@@ -24,7 +26,10 @@ class LoadBalancerArgs:
     node_security_group_id: pulumi.Input[str]
     budget: DrainBudget
     stickiness_seconds: int
-    deletion_protection: bool
+    access_logs: AccessLogs  # the stack's access logs bucket; this ALB writes under its color
+    deletion_protection: bool  # cutover:protect (lifted by cutover:teardown), not the stack's name
+    # cutover:loadBalancer.idleTimeoutSeconds; the app's keep-alive must outlive it (else 502s)
+    idle_timeout_seconds: int = 60
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -81,9 +86,11 @@ class LoadBalancer(pulumi.ComponentResource):
             subnets=args.public_subnet_ids,
             drop_invalid_header_fields=True,
             enable_deletion_protection=args.deletion_protection,
-            idle_timeout=60,
+            idle_timeout=args.idle_timeout_seconds,
+            access_logs=args.access_logs.for_load_balancer(args.color),
             tags=base_tags,
-            opts=child,
+            # AWS checks that it may write to the bucket when logging is turned on.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.access_logs.policy]),
         )
         self.target_group = aws.lb.TargetGroup(
             f"{name}-tg",

@@ -1,6 +1,12 @@
-"""Route53 blue/green: weighted alias records for the service name (weights owned by
-cutover after creation), a direct name per color, a health check per color, and the TXT
-record holding the traffic generation cutover uses for compare-and-swap."""
+"""Route53 blue/green: weighted alias records for the service name, a direct name per
+color, a health check per color, and the TXT record holding the traffic generation cutover
+uses for compare-and-swap.
+
+cutover owns the live weights and generation. The program declares exactly what Route53
+serves when it runs (read with the getRecords data source, `values.live_traffic`), so an
+update of a record (new alias target, replaced health check) sends the live values, never
+those of the last `up`. `ignore_changes` would not do: Pulumi re-sends the value in its
+state, which is stale after any cutover."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from cutover_infra.values import tags
+from cutover_infra.values import GENERATION_PREFIX, tags
 
 
 @dataclass
@@ -23,7 +29,8 @@ class TrafficArgs:
     environment: str
     domain: str
     hosted_zone_id: str
-    initial_weights: dict[str, int]
+    weights: dict[str, int]  # the live weights (the initial ones before the records exist)
+    generation: int  # the live traffic generation (0 before the record exists)
     ttl: int
     targets: dict[str, ColorTarget]
 
@@ -67,7 +74,7 @@ class Traffic(pulumi.ComponentResource):
                 type="A",
                 set_identifier=color,
                 weighted_routing_policies=[
-                    aws.route53.RecordWeightedRoutingPolicyArgs(weight=args.initial_weights[color])
+                    aws.route53.RecordWeightedRoutingPolicyArgs(weight=args.weights[color])
                 ],
                 health_check_id=health.id,
                 aliases=[
@@ -75,8 +82,7 @@ class Traffic(pulumi.ComponentResource):
                         name=target.dns_name, zone_id=target.zone_id, evaluate_target_health=True
                     )
                 ],
-                # cutover owns the live weights: `pulumi up` sets them once and never again.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["weightedRoutingPolicies"]),
+                opts=child,
             )
         aws.route53.Record(
             f"{name}-generation",
@@ -84,8 +90,7 @@ class Traffic(pulumi.ComponentResource):
             name=f"_cutover.{args.domain}",
             type="TXT",
             ttl=args.ttl,
-            records=["cutover-generation=0"],
-            # cutover bumps the generation with every weight change, in the same change batch.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["records"]),
+            records=[f"{GENERATION_PREFIX}{args.generation}"],
+            opts=child,
         )
         self.register_outputs({"healthCheckIds": {c: h.id for c, h in self.health_checks.items()}})

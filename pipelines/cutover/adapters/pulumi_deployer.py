@@ -5,11 +5,15 @@ exports the digest of each color's image, which `deploy` returns for the release
 
 The Automation API drives the Pulumi CLI, which this package does not ship: the logic here
 talks to a small `Stack` protocol; `AutomationStack` is the real one, tests use a fake.
+
+Every `up` refreshes first (state brought in line with what runs, cutover's weights
+included), and runs with CUTOVER_LOCK_OWNER set to this operation's lock owner: the program
+refuses to run while a cutover operation holds the environment's lock, except for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from cutover.model import Color
@@ -22,18 +26,34 @@ class Stack(Protocol):
 
     def outputs(self) -> dict[str, Any]: ...
 
-    def up(self, targets: list[str], on_output: Callable[[str], None]) -> str:
-        """Run a targeted update; returns the update's result ("succeeded", ...)."""
+    def up(self, targets: list[str], on_output: Callable[[str], None], env: Mapping[str, str]) -> str:
+        """Refresh, then run a targeted update with `env` in the program's environment;
+        returns the update's result ("succeeded", ...)."""
         ...
+
+
+LOCK_OWNER_ENV = "CUTOVER_LOCK_OWNER"  # read by infra/cutover_infra/program.py
 
 
 class PulumiDeployer:
     """Image per color lives in stack config `cutover:<color>Image`; the program exports,
     in `cutover_env.colors.<color>.urns`, the URNs an update of that color must target."""
 
-    def __init__(self, stack: Stack, config_key: str = "cutover:{color}Image") -> None:
+    def __init__(
+        self, stack: Stack, config_key: str = "cutover:{color}Image", lock_owner: str | None = None
+    ) -> None:
         self.stack = stack
         self.config_key = config_key
+        self._lock_owner = lock_owner
+
+    @property
+    def lock_owner(self) -> str:
+        """Who holds the lock this deploy runs under (the release machine's actor)."""
+        if self._lock_owner is None:
+            from cutover.machine import default_actor
+
+            self._lock_owner = default_actor()
+        return self._lock_owner
 
     def _key(self, color: Color) -> str:
         return self.config_key.format(color=color)
@@ -56,7 +76,7 @@ class PulumiDeployer:
         self.stack.set_config(self._key(color), image)
         progress(f"pulumi up --target ({len(targets)} resources of {color}), image {previous} -> {image}")
         try:
-            result = self.stack.up(targets, progress)
+            result = self.stack.up(targets, progress, {LOCK_OWNER_ENV: self.lock_owner})
         except Exception:
             if previous is not None:  # leave the config describing what actually runs
                 self.stack.set_config(self._key(color), previous)
@@ -90,6 +110,12 @@ class AutomationStack:
     def outputs(self) -> dict[str, Any]:
         return {name: output.value for name, output in self._stack.outputs().items()}
 
-    def up(self, targets: list[str], on_output: Callable[[str], None]) -> str:
-        result = self._stack.up(target=targets, target_dependents=True, on_output=on_output)
+    def up(self, targets: list[str], on_output: Callable[[str], None], env: Mapping[str, str]) -> str:
+        workspace = self._stack.workspace  # its env_vars reach the CLI, hence the program
+        saved = dict(workspace.env_vars)
+        workspace.env_vars = {**saved, **env}
+        try:
+            result = self._stack.up(target=targets, target_dependents=True, refresh=True, on_output=on_output)
+        finally:
+            workspace.env_vars = saved
         return str(result.summary.result)
