@@ -11,6 +11,7 @@ import sys
 import asyncpg
 
 from ledger.config import ConfigError, Settings
+from ledger.credentials import CredentialsError, credentials_for
 from ledger.logs import configure_logging
 from ledger.migrate import MigrationError, migrate
 
@@ -45,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
+    credentials = credentials_for(settings)  # the migration Job: secrets-manager, as schema owner
     try:
-        conn = await asyncpg.connect(settings.database_url, timeout=10)
+        conn = await credentials.connect(settings.database_url, timeout=10)
+    except CredentialsError as exc:
+        log.error("cannot log in to the database: %s", exc.message)
+        return 1
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         log.error("cannot connect to the database: %s", type(exc).__name__)
         return 1

@@ -8,14 +8,19 @@ prints that line and exits with code 2.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 Color = Literal["blue", "green"]
 LogFormat = Literal["json", "text"]
+DatabaseAuth = Literal["url", "password-file", "iam", "secrets-manager"]
+
+DATABASE_AUTH_MODES: tuple[str, ...] = ("url", "password-file", "iam", "secrets-manager")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -23,6 +28,10 @@ _ASCII_INT = re.compile(r"^[+-]?[0-9]+$")
 _ASCII_NUMBER = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INSTANCE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # goes into a response header: printable ASCII
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+_SECRET_ARN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:([a-z]{2}(-[a-z]+)+-[0-9]{1,2}):[0-9]{12}:secret:[^\s]+$"
+)
 
 
 class ConfigError(ValueError):
@@ -62,6 +71,13 @@ class Settings:
     log_level: str = "INFO"
     db_pool_min: int = 1
     db_pool_max: int = 10
+    db_pool_max_queries: int = 50_000  # a pooled connection is replaced after this many queries
+    db_pool_max_inactive_seconds: float = 300.0  # an idle pooled connection is closed after this
+    database_auth: DatabaseAuth = "url"
+    database_password_file: str = ""  # password-file: re-read for every new connection
+    database_region: str = ""  # iam: the region tokens are signed for
+    database_secret_arn: str = ""  # secrets-manager: the RDS-managed {username, password} secret
+    database_auth_retry_seconds: float = 5.0  # a refused login is retried this long, fresh password
     db_ping_timeout_seconds: float = 1.0
     ready_cache_seconds: float = 1.0
     db_acquire_timeout_seconds: float = 2.0
@@ -71,6 +87,9 @@ class Settings:
     http_header_timeout_seconds: float = 10.0
     http_body_timeout_seconds: float = 10.0
     http_max_connections: int = 2048
+    # Idle keep-alive connections live this long: above the load balancer's idle timeout
+    # (the ALB's is 60 s), so the balancer never reuses a connection the app has closed.
+    http_keep_alive_seconds: float = 75.0
 
     @property
     def served_by(self) -> str:
@@ -92,6 +111,7 @@ class Settings:
                 "(got a value with another scheme; the value itself is not shown)"
             )
         _check_database_url(database_url)
+        auth = _database_auth(env, database_url)
         port = _int(env, "PORT", 8000, low=1, high=65535)
         host = _listen_host(env.get("HOST", "0.0.0.0").strip(), port)
         instance_id = env.get("INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{port}"
@@ -126,6 +146,13 @@ class Settings:
             log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
+            db_pool_max_queries=_int(env, "DB_POOL_MAX_QUERIES", 50_000, low=1, high=100_000_000),
+            db_pool_max_inactive_seconds=_seconds(env, "DB_POOL_MAX_INACTIVE_SECONDS", 300.0, high=86400),
+            database_auth=auth.mode,
+            database_password_file=auth.password_file,
+            database_region=auth.region,
+            database_secret_arn=auth.secret_arn,
+            database_auth_retry_seconds=_seconds(env, "DATABASE_AUTH_RETRY_SECONDS", 5.0, high=300),
             db_ping_timeout_seconds=_seconds(env, "DB_PING_TIMEOUT_SECONDS", 1.0, high=60, low=0.05),
             ready_cache_seconds=_seconds(env, "READY_CACHE_SECONDS", 1.0, high=60),
             db_acquire_timeout_seconds=_seconds(env, "DB_ACQUIRE_TIMEOUT_SECONDS", 2.0, high=300, low=0.05),
@@ -135,7 +162,78 @@ class Settings:
             http_header_timeout_seconds=_seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
             http_body_timeout_seconds=_seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
             http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 2048, low=1, high=1_000_000),
+            http_keep_alive_seconds=_seconds(env, "HTTP_KEEP_ALIVE_SECONDS", 75.0, high=4000, low=1),
         )
+
+
+@dataclass(frozen=True)
+class _Auth:
+    mode: DatabaseAuth
+    password_file: str = ""
+    region: str = ""
+    secret_arn: str = ""
+
+
+def _database_auth(env: Mapping[str, str], url: str) -> _Auth:
+    """DATABASE_AUTH and the variables its mode needs; in every mode but `url` the URL
+    carries no password (it would be stale after the first rotation)."""
+    mode: DatabaseAuth = _choice(env, "DATABASE_AUTH", "url", DATABASE_AUTH_MODES)  # type: ignore[assignment]
+    if mode == "url":
+        return _Auth(mode)
+    user, password, hosts = _url_login(url)
+    if password:
+        raise ConfigError(
+            f"DATABASE_URL must not carry a password when DATABASE_AUTH is {mode}: "
+            "remove it from the URL (value not shown)"
+        )
+    if mode == "password-file":
+        path = _raw(env, "DATABASE_PASSWORD_FILE", "the path of a file holding the password") or ""
+        if not path or not os.path.isabs(path) or not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise ConfigError(
+                "DATABASE_PASSWORD_FILE must be the absolute path of a readable file holding the "
+                f"password when DATABASE_AUTH is password-file (got {path!r})"
+            )
+        if not user:
+            raise ConfigError("DATABASE_URL must name the user when DATABASE_AUTH is password-file")
+        return _Auth(mode, password_file=path)
+    if mode == "iam":
+        region = _region(env)
+        if not user or len(hosts) != 1:
+            raise ConfigError(
+                "DATABASE_URL must name the user and exactly one host when DATABASE_AUTH is iam "
+                "(an IAM token is signed for one host, port and user)"
+            )
+        return _Auth(mode, region=region)
+    arn = _raw(env, "DATABASE_SECRET_ARN", "a Secrets Manager secret ARN") or ""
+    if not _SECRET_ARN.match(arn):
+        raise ConfigError(
+            "DATABASE_SECRET_ARN must be a Secrets Manager secret ARN "
+            f"(arn:aws:secretsmanager:<region>:<account>:secret:<name>) when DATABASE_AUTH is secrets-manager (got {arn!r})"
+        )
+    return _Auth(mode, secret_arn=arn)
+
+
+def _region(env: Mapping[str, str]) -> str:
+    name = "DATABASE_REGION" if env.get("DATABASE_REGION") is not None else "AWS_REGION"
+    region = _raw(env, name, "an AWS region such as eu-west-1") or ""
+    if not _AWS_REGION.match(region):
+        raise ConfigError(
+            f"{name} must be an AWS region such as eu-west-1 when DATABASE_AUTH is iam "
+            f"(set DATABASE_REGION or AWS_REGION; got {region!r})"
+        )
+    return region
+
+
+def _url_login(url: str) -> tuple[str, str, list[str]]:
+    """(user, password, hosts) of a Postgres URL; a password in the query counts too."""
+    netloc = url.partition("://")[2].partition("/")[0].partition("?")[0]
+    userinfo, at, hostlist = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":") if at else ("", "", "")
+    query = urllib.parse.parse_qs(url.partition("?")[2])
+    if query.get("password"):
+        password = password or "in the query"
+    user = urllib.parse.unquote(user) or (query.get("user") or [""])[0]
+    return user, password, [host for host in hostlist.split(",") if host]
 
 
 def parse_discovery(raw: str) -> Discovery:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -54,8 +55,10 @@ class TransferFeed:
         *,
         on_state: Callable[[bool], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        connect: Callable[..., Awaitable[asyncpg.Connection]] | None = None,
     ) -> None:
         self._database_url = database_url
+        self._connect: Callable[..., Awaitable[Any]] = connect or asyncpg.connect
         self._application_name = application_name
         self._subscribers: set[Subscriber] = set()
         self._on_state = on_state or (lambda _connected: None)
@@ -110,7 +113,7 @@ class TransferFeed:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(
+                conn = await self._connect(
                     self._database_url,
                     timeout=5,
                     server_settings={"application_name": self._application_name},

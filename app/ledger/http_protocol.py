@@ -10,8 +10,10 @@ request id, `x-served-by`, security headers, `connection: close`):
   byte received since the parser last made progress (a header line still arriving, the
   headers of a pipelined request while the previous one runs); while a response is under
   way the connection stops reading and the 431 follows that response;
-- headers not complete `header_timeout` seconds after the connection opened or the previous
-  response ended: 408 (a silent or half-sent request), connection closed;
+- headers not complete `header_timeout` seconds after the connection opened or the first
+  byte of the request arrived: 408 (a silent or half-sent request), connection closed. An
+  idle keep-alive connection between requests is not a slow request: uvicorn's keep-alive
+  timeout (HTTP_KEEP_ALIVE_SECONDS, longer than the load balancer's idle timeout) closes it;
 - a body not complete `body_timeout` seconds after its headers: 408, connection closed;
 - at `max_connections` open connections a new one evicts the one stalled longest: waiting
   for (the rest of) a request's headers or body, like a slowloris, the longest (an active
@@ -113,7 +115,8 @@ class Connections:
         header_deadline = now - self.limits.header_timeout
         body_deadline = now - self.limits.body_timeout
         for connection in [*self.open, *self.reserve]:
-            if connection.phase is Phase.HEADERS and connection.since < header_deadline:
+            head_since = connection.head_since
+            if connection.phase is Phase.HEADERS and head_since is not None and head_since < header_deadline:
                 connection.time_out("header_timeout", "the request headers took too long to arrive")
             elif connection.phase is Phase.BODY and connection.since < body_deadline:
                 connection.time_out("body_timeout", "the request body took too long to arrive")
@@ -132,7 +135,10 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     registry: ClassVar[Connections] = Connections(HttpLimits())
 
     phase: Phase = Phase.HEADERS
-    since: float = 0.0
+    since: float = 0.0  # when the current wait began (connection open, headers, last response)
+    # When the request's head began arriving (its first byte, or the connection opening);
+    # None while idle between keep-alive requests. The header timeout counts from it.
+    head_since: float | None = None
     _head_bytes: int = 0  # request line and headers (and trailers) parsed for this request
     _unparsed: int = 0  # bytes received since the parser last finished headers or body data
     _head_too_large: bool = False
@@ -150,6 +156,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.phase, self.since = Phase.HEADERS, self.loop.time()
+        self.head_since = self.since  # a new connection must send its first request in time
         connections = self.registry
         if len(connections.open) >= connections.limits.max_connections:
             victim = connections.most_stalled()
@@ -171,6 +178,8 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         if self._lingering or self._head_too_large:
             return  # refused already: whatever the client still sends is discarded
         self._unparsed += len(data)
+        if self.head_since is None and self.phase is Phase.HEADERS:
+            self.head_since = self.loop.time()  # an idle keep-alive connection: a request begins
         super().data_received(data)
         if self._unparsed > self.registry.limits.max_header_bytes and not self.transport.is_closing():
             self._refuse_head_too_large()
@@ -224,6 +233,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.phase, self.since, self._unparsed = Phase.BODY, self.loop.time(), 0
+        self.head_since = None
         if self._health_only and self.url.partition(b"?")[0] not in _HEALTH_PATHS:
             self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
             raise _StopParsing
@@ -238,6 +248,8 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         if not self.pipeline and self.phase is Phase.APP:
             self.phase, self.since = Phase.HEADERS, self.loop.time()
+            # Idle until the next request's first byte; part of it already here: timed now.
+            self.head_since = self.since if self._unparsed else None
         if self._head_too_large and not self.pipeline:
             self._head_too_large = False  # so the refusal below is written, not deferred again
             self._refuse_head_too_large()
@@ -263,7 +275,8 @@ class LedgerHttpProtocol(HttpToolsProtocol):
 
     def time_out(self, reason: str, message: str) -> None:
         """A deadline passed: 408 unless a response is already under way, then close."""
-        if self.cycle is not None and self.cycle.response_started:
+        cycle = self.cycle  # on a kept-alive connection: the previous request's, complete
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
             self.registry.on_closed(reason)
             self.transport.close()
         else:

@@ -10,6 +10,7 @@ import asyncpg
 
 from ledger.cluster import Cluster, DnsSource, PeerSource, StaticSource
 from ledger.config import Settings
+from ledger.credentials import CredentialsError, credentials_for
 from ledger.errors import ServiceUnavailable
 from ledger.feed import TransferFeed
 from ledger.health import DatabasePing
@@ -80,11 +81,14 @@ class Runtime:
             settings.cluster_interval_seconds,
             on_change=self.metrics.cluster_size.set,
         )
+        # DATABASE_AUTH: every new connection (pool, feed) asks it for a current password.
+        self.credentials = credentials_for(settings)
         self.feed = TransferFeed(
             settings.database_url,
             f"ledger-{settings.served_by}-feed",
             on_state=lambda connected: self.metrics.feed_connected.set(1 if connected else 0),
             on_reconnect=self.metrics.feed_reconnects.inc,
+            connect=self.credentials.connect,
         )
 
     @property
@@ -165,6 +169,11 @@ class Runtime:
                         self.settings.database_url,
                         min_size=self.settings.db_pool_min,
                         max_size=self.settings.db_pool_max,
+                        # Connections are replaced over time (after so many queries, or
+                        # idle), so new ones pick up a rotated password or a new token.
+                        max_queries=self.settings.db_pool_max_queries,
+                        max_inactive_connection_lifetime=self.settings.db_pool_max_inactive_seconds,
+                        connect=self.credentials.connect,
                         timeout=5,
                         # Client side: a query with no answer (a hung server or network) ends
                         # in TimeoutError, answered 503. Server side: statement_timeout.
@@ -190,6 +199,8 @@ class Runtime:
                     self.startup_failure = ""
                     log.info("started", extra={"schema_version": version})
                     return
+            except CredentialsError as exc:
+                self.startup_failure = f"database login failed: {exc.message}"
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 self.startup_failure = f"database unreachable: {type(exc).__name__}"
             log.warning("not started yet, retrying in %.2fs: %s", delay, self.startup_failure)

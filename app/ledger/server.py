@@ -120,7 +120,10 @@ def serve(settings: Settings) -> int:
         server_header=False,
         # uvicorn annotates int but uses it as asyncio.wait_for's timeout: fractions work.
         timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),  # type: ignore[arg-type]
-        timeout_keep_alive=5,
+        # An idle keep-alive connection lives HTTP_KEEP_ALIVE_SECONDS (default 75): longer
+        # than the load balancer's idle timeout (ALB: 60 s), or the balancer reuses a
+        # connection the app just closed and answers 502. Float works as for the above.
+        timeout_keep_alive=settings.http_keep_alive_seconds,  # type: ignore[arg-type]
         ws=LedgerWebSocketProtocol,
         # The feed ignores what clients send: a frame past this closes the socket (1009).
         ws_max_size=settings.ws_max_message_bytes,

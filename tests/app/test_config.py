@@ -38,6 +38,79 @@ BAD_VALUES = [
     ({"DB_POOL_MIN": "5", "DB_POOL_MAX": "2"}, "DB_POOL_MAX"),
 ]
 
+# DATABASE_AUTH and the settings its modes need. NO_PASSWORD is the URL those modes take.
+NO_PASSWORD = "postgresql://ledger_app@db:5432/ledger"
+EXISTING_FILE = __file__
+ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-1"
+BAD_AUTH_VALUES = [
+    ({"DATABASE_AUTH": "kerberos"}, "DATABASE_AUTH"),
+    ({"DATABASE_AUTH": ""}, "DATABASE_AUTH"),
+    # a password frozen into the URL is what breaks at the first rotation
+    ({"DATABASE_AUTH": "password-file", "DATABASE_PASSWORD_FILE": EXISTING_FILE}, "DATABASE_URL"),
+    ({"DATABASE_AUTH": "iam", "DATABASE_REGION": "eu-west-1"}, "DATABASE_URL"),
+    (
+        {
+            "DATABASE_AUTH": "iam",
+            "DATABASE_REGION": "eu-west-1",
+            "DATABASE_URL": NO_PASSWORD + "?password=secret-pw",
+        },
+        "DATABASE_URL",
+    ),
+    ({"DATABASE_AUTH": "secrets-manager", "DATABASE_SECRET_ARN": ARN}, "DATABASE_URL"),
+    ({"DATABASE_AUTH": "password-file", "DATABASE_URL": NO_PASSWORD}, "DATABASE_PASSWORD_FILE"),
+    (
+        {
+            "DATABASE_AUTH": "password-file",
+            "DATABASE_URL": NO_PASSWORD,
+            "DATABASE_PASSWORD_FILE": "/no/such/file",
+        },
+        "DATABASE_PASSWORD_FILE",
+    ),
+    (
+        {
+            "DATABASE_AUTH": "password-file",
+            "DATABASE_URL": NO_PASSWORD,
+            "DATABASE_PASSWORD_FILE": "relative.txt",
+        },
+        "DATABASE_PASSWORD_FILE",
+    ),
+    (
+        {
+            "DATABASE_AUTH": "password-file",
+            "DATABASE_URL": "postgresql://db:5432/ledger",
+            "DATABASE_PASSWORD_FILE": EXISTING_FILE,
+        },
+        "DATABASE_URL",
+    ),
+    ({"DATABASE_AUTH": "iam", "DATABASE_URL": NO_PASSWORD}, "AWS_REGION"),
+    ({"DATABASE_AUTH": "iam", "DATABASE_URL": NO_PASSWORD, "DATABASE_REGION": "Ireland"}, "DATABASE_REGION"),
+    ({"DATABASE_AUTH": "iam", "DATABASE_URL": NO_PASSWORD, "AWS_REGION": "eu_west_1"}, "AWS_REGION"),
+    (
+        {
+            "DATABASE_AUTH": "iam",
+            "DATABASE_URL": "postgresql://ledger_app@db1,db2/ledger",
+            "AWS_REGION": "eu-west-1",
+        },
+        "DATABASE_URL",
+    ),
+    (
+        {"DATABASE_AUTH": "iam", "DATABASE_URL": "postgresql://db/ledger", "AWS_REGION": "eu-west-1"},
+        "DATABASE_URL",
+    ),
+    ({"DATABASE_AUTH": "secrets-manager", "DATABASE_URL": NO_PASSWORD}, "DATABASE_SECRET_ARN"),
+    (
+        {"DATABASE_AUTH": "secrets-manager", "DATABASE_URL": NO_PASSWORD, "DATABASE_SECRET_ARN": "rds!db-1"},
+        "DATABASE_SECRET_ARN",
+    ),
+    ({"DATABASE_AUTH_RETRY_SECONDS": "-1"}, "DATABASE_AUTH_RETRY_SECONDS"),
+    ({"DATABASE_AUTH_RETRY_SECONDS": "forever"}, "DATABASE_AUTH_RETRY_SECONDS"),
+    ({"DB_POOL_MAX_QUERIES": "0"}, "DB_POOL_MAX_QUERIES"),
+    ({"DB_POOL_MAX_INACTIVE_SECONDS": "soon"}, "DB_POOL_MAX_INACTIVE_SECONDS"),
+    ({"HTTP_KEEP_ALIVE_SECONDS": "0"}, "HTTP_KEEP_ALIVE_SECONDS"),
+    ({"HTTP_KEEP_ALIVE_SECONDS": "5000"}, "HTTP_KEEP_ALIVE_SECONDS"),
+    ({"HTTP_KEEP_ALIVE_SECONDS": "a minute"}, "HTTP_KEEP_ALIVE_SECONDS"),
+]
+
 # Values that used to slip through: each was accepted and failed later (or never).
 SLIPPED_THROUGH = [
     ({"DATABASE_URL": "postgresql://u:secret-pw@db:54x2/ledger"}, "DATABASE_URL"),
@@ -116,7 +189,44 @@ def test_good_values_parse() -> None:
     )
 
 
-@pytest.mark.parametrize(("override", "variable"), BAD_VALUES + SLIPPED_THROUGH)
+def test_database_auth_modes_parse() -> None:
+    assert Settings.from_env(GOOD).database_auth == "url"
+    assert Settings.from_env(GOOD).http_keep_alive_seconds == 75.0  # above the ALB's 60 s
+    password_file = Settings.from_env(
+        {
+            "DATABASE_URL": NO_PASSWORD,
+            "DATABASE_AUTH": "password-file",
+            "DATABASE_PASSWORD_FILE": EXISTING_FILE,
+        }
+    )
+    assert (password_file.database_auth, password_file.database_password_file) == (
+        "password-file",
+        EXISTING_FILE,
+    )
+    iam = Settings.from_env({"DATABASE_URL": NO_PASSWORD, "DATABASE_AUTH": "iam", "AWS_REGION": "us-east-2"})
+    assert (iam.database_auth, iam.database_region) == ("iam", "us-east-2")
+    preferred = Settings.from_env(
+        {
+            "DATABASE_URL": NO_PASSWORD,
+            "DATABASE_AUTH": "iam",
+            "AWS_REGION": "us-east-2",
+            "DATABASE_REGION": "eu-west-1",
+        }
+    )
+    assert preferred.database_region == "eu-west-1"
+    owner = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://db/ledger",
+            "DATABASE_AUTH": "secrets-manager",
+            "DATABASE_SECRET_ARN": ARN,
+        }
+    )
+    assert (owner.database_auth, owner.database_secret_arn) == ("secrets-manager", ARN)
+    tuned = Settings.from_env({**GOOD, "HTTP_KEEP_ALIVE_SECONDS": "120", "DB_POOL_MAX_QUERIES": "1000"})
+    assert (tuned.http_keep_alive_seconds, tuned.db_pool_max_queries) == (120.0, 1000)
+
+
+@pytest.mark.parametrize(("override", "variable"), BAD_VALUES + SLIPPED_THROUGH + BAD_AUTH_VALUES)
 def test_bad_value_names_the_variable(override: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as error:
         Settings.from_env({**GOOD, **override})
@@ -127,7 +237,8 @@ def test_bad_value_names_the_variable(override: dict[str, str], variable: str) -
 
 
 def _run_ledger(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PORT", "COLOR")}
+    unset = ("DATABASE_URL", "PORT", "COLOR", "AWS_REGION", "DATABASE_REGION")
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [sys.executable, "-m", "ledger", command],
         env={**clean, **env},
@@ -137,7 +248,9 @@ def _run_ledger(command: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
-@pytest.mark.parametrize(("override", "variable"), BAD_VALUES[:6] + BAD_VALUES[-3:] + SLIPPED_THROUGH)
+@pytest.mark.parametrize(
+    ("override", "variable"), BAD_VALUES[:6] + BAD_VALUES[-3:] + SLIPPED_THROUGH + BAD_AUTH_VALUES
+)
 def test_serve_refuses_bad_config_with_one_line_and_exit_2(override: dict[str, str], variable: str) -> None:
     result = _run_ledger("serve", {**GOOD, **override})
     assert result.returncode == 2

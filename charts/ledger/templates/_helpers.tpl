@@ -101,10 +101,106 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{- define "ledger.databaseEnv" -}}
+{{/*
+Keep-alive against the load balancer (a drain-budget rule too): the app must keep an idle
+connection open longer than the ALB does (its idle timeout), or the ALB sends a request on
+a connection the app has just closed and answers 502. The same rule is
+`cutover_infra.budget.check_keep_alive`; a test keeps them equal.
+*/}}
+{{- define "ledger.keepAliveSeconds" -}}
+{{- $keepAlive := float64 .Values.http.keepAliveSeconds -}}
+{{- $idle := float64 .Values.aws.idleTimeoutSeconds -}}
+{{- if not (gt $keepAlive $idle) -}}
+{{- fail (printf "drain budget: http.keepAliveSeconds (%v) must be > aws.idleTimeoutSeconds (%v), the load balancer's idle timeout, or it reuses connections ledger has closed (502s); raise http.keepAliveSeconds above %v or lower aws.idleTimeoutSeconds" $keepAlive $idle $idle) -}}
+{{- end -}}
+{{- $keepAlive -}}
+{{- end }}
+
+{{/* Where password-file mode mounts the Secret. */}}
+{{- define "ledger.passwordDir" -}}/var/run/secrets/ledger/database{{- end }}
+
+{{/* The URL Secret of url mode (pods, or the migration Job). */}}
+{{- define "ledger.urlFromSecret" -}}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ required "database.existingSecret is required: the Secret holding the database URL" .Values.database.existingSecret }}
+      name: {{ required "database.existingSecret is required when database.auth (or migrations.database.auth) is url: the Secret holding the database URL" .Values.database.existingSecret }}
       key: {{ .Values.database.urlKey }}
+{{- end }}
+
+{{/* The pods' login (database.auth). */}}
+{{- define "ledger.databaseEnv" -}}
+{{- $db := .Values.database -}}
+{{- if eq $db.auth "url" }}
+{{- include "ledger.urlFromSecret" . }}
+{{- else }}
+- name: DATABASE_AUTH
+  value: {{ $db.auth | quote }}
+- name: DATABASE_URL
+  value: {{ required (printf "database.url is required when database.auth is %s: the URL without a password, e.g. postgresql://ledger_app@host:5432/ledger" $db.auth) $db.url | quote }}
+{{- if eq $db.auth "iam" }}
+- name: DATABASE_REGION
+  value: {{ required "database.region is required when database.auth is iam: the region IAM tokens are signed for" $db.region | quote }}
+{{- else }}
+- name: DATABASE_PASSWORD_FILE
+  value: {{ printf "%s/%s" (include "ledger.passwordDir" .) $db.passwordFile.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* password-file mode: the Secret, mounted read-only (not with subPath: those never update). */}}
+{{- define "ledger.passwordVolumeMount" -}}
+{{- if eq .Values.database.auth "password-file" }}
+- name: database-password
+  mountPath: {{ include "ledger.passwordDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "ledger.passwordVolume" -}}
+{{- if eq .Values.database.auth "password-file" }}
+- name: database-password
+  secret:
+    secretName: {{ required "database.passwordFile.secretName is required when database.auth is password-file: the Secret holding ledger_app's password" .Values.database.passwordFile.secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.database.passwordFile.key }}
+        path: {{ .Values.database.passwordFile.key }}
+{{- end }}
+{{- end }}
+
+{{/* The migration Job's login (migrations.database.auth): the schema owner. */}}
+{{- define "ledger.migrationDatabaseEnv" -}}
+{{- $db := .Values.migrations.database -}}
+{{- if eq $db.auth "url" }}
+{{- include "ledger.urlFromSecret" . }}
+{{- else }}
+- name: DATABASE_AUTH
+  value: secrets-manager
+- name: DATABASE_URL
+  value: {{ required "migrations.database.url is required when migrations.database.auth is secrets-manager: the URL without a password" $db.url | quote }}
+- name: DATABASE_SECRET_ARN
+  value: {{ required "migrations.database.secretArn is required when migrations.database.auth is secrets-manager: the RDS master user secret's ARN" $db.secretArn | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "ledger.migrationServiceAccountName" -}}
+{{- $sa := .Values.migrations.serviceAccount -}}
+{{- if $sa.create }}
+{{- default (printf "%s-migrate" (include "ledger.fullname" .)) $sa.name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Egress to AWS APIs over HTTPS (STS, Secrets Manager). */}}
+{{- define "ledger.awsApiEgress" -}}
+- ports:
+    - port: 443
+      protocol: TCP
+  {{- if .Values.networkPolicy.awsApiCidr }}
+  to:
+    - ipBlock:
+        cidr: {{ .Values.networkPolicy.awsApiCidr }}
+  {{- end }}
 {{- end }}
