@@ -12,10 +12,10 @@ import pulumi
 import pulumi_aws as aws
 
 from cutover_infra.components.access_logs import AccessLogs, AccessLogsArgs
-from cutover_infra.components.app import App, AppArgs
+from cutover_infra.components.app import App, AppArgs, AppDatabase
 from cutover_infra.components.certificate import Certificate, CertificateArgs
 from cutover_infra.components.cluster import Cluster, ClusterArgs
-from cutover_infra.components.database import Database, DatabaseArgs
+from cutover_infra.components.database import DATABASE_NAME, Database, DatabaseArgs
 from cutover_infra.components.load_balancer import LoadBalancer, LoadBalancerArgs
 from cutover_infra.components.network import Network, NetworkArgs
 from cutover_infra.components.registry import Registry, RegistryArgs, repository_name
@@ -95,7 +95,6 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
         f"{env}-certificate", CertificateArgs(env, config.domain, config.hosted_zone_id)
     )
     state = ReleaseState(f"{env}-release-state", ReleaseStateArgs(env, config.protect))
-    database_url = database.url()
     images = deployed_images(
         _release_state_item(env), {color: config.colors[color].image for color in COLORS}
     )
@@ -110,6 +109,15 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
             protect=config.protect,
             teardown=config.teardown,
         ),
+    )
+    app_database = AppDatabase(
+        address=database.instance.address,
+        port=database.instance.port,
+        name=DATABASE_NAME,
+        instance_arn=database.instance.arn,
+        resource_id=database.resource_id,
+        master_secret_arn=database.secret_arn,
+        cidr=config.database.cidr,
     )
     balancers: dict[str, LoadBalancer] = {}
     apps: dict[str, App] = {}
@@ -134,15 +142,21 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
         apps[color] = App(
             f"{env}-{color}-app",
             AppArgs(
+                environment=env,
                 color=color,
+                region=config.region,
                 image_repository=image_repository,
                 image_tag=images[color],
                 replicas=config.colors[color].replicas,
-                database_url=database_url,
+                database=app_database,
                 target_group_arn=balancers[color].target_group.arn,
                 budget=config.drain,
                 vpc_cidr=vpc_cidr,
                 provider=cluster.provider,
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                issuer_url=cluster.issuer_url,
+                idle_timeout_seconds=config.load_balancer.idle_timeout_seconds,
+                keep_alive_seconds=config.load_balancer.app_keep_alive_seconds,
             ),
             # After the Load Balancer Controller when this stack installs it, and destroyed
             # before it (the TargetGroupBindings' finalizers need the controller).

@@ -15,6 +15,7 @@ CHART_PATH = "charts/ledger"
 # recommended policy for ALBs).
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 APP_PORT = 8000
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 
 def resource_name(environment: str, *parts: str) -> str:
@@ -44,13 +45,85 @@ def namespace(color: str) -> str:
     return f"ledger-{color}"
 
 
+APP_DATABASE_USER = "ledger_app"  # ledger's least-privilege role (app/ledger/migrations/0003)
+
+
+@dataclass(frozen=True)
+class DatabaseLogin:
+    """How one color reaches Postgres without a password anywhere in Kubernetes or in
+    Pulumi's state: the pods as `ledger_app` with an RDS IAM token minted per connection
+    (IRSA role `app_role_arn`), the migration Job as the schema owner with the RDS-managed
+    master secret read at run time (IRSA role `migration_role_arn`). Both survive RDS's
+    password rotation."""
+
+    address: str
+    port: int
+    database: str
+    region: str
+    master_secret_arn: str
+    app_role_arn: str
+    migration_role_arn: str
+
+    @property
+    def app_url(self) -> str:
+        # IAM authentication requires TLS; the image has no RDS CA bundle, hence require
+        # (encrypted) rather than verify-full.
+        return f"postgresql://{APP_DATABASE_USER}@{self.address}:{self.port}/{self.database}?sslmode=require"
+
+    @property
+    def migration_url(self) -> str:
+        """No user: ledger takes it (and the password) from the master secret."""
+        return f"postgresql://{self.address}:{self.port}/{self.database}?sslmode=require"
+
+
+def database_user_arn(instance_arn: str, resource_id: str, user: str = APP_DATABASE_USER) -> str:
+    """The `rds-db:connect` resource for `user` on the instance (partition, region and account
+    taken from the instance's ARN; `resource_id` is its DbiResourceId, not its name)."""
+    parts = instance_arn.split(":")
+    if len(parts) < 6 or parts[0] != "arn" or parts[2] != "rds":
+        raise ValueError(f"not an RDS instance ARN: {instance_arn!r}")
+    partition, region, account = parts[1], parts[3], parts[4]
+    return f"arn:{partition}:rds-db:{region}:{account}:dbuser:{resource_id}/{user}"
+
+
+def database_connect_policy(user_arn: str) -> str:
+    """The pods' only AWS permission: log in to Postgres as ledger_app."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "rds-db:connect", "Resource": user_arn}],
+        }
+    )
+
+
+def master_secret_read_policy(secret_arn: str) -> str:
+    """The migration Job's only AWS permission: read the RDS-managed master secret (encrypted
+    with the AWS-managed key, whose policy admits callers via Secrets Manager)."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    "Resource": secret_arn,
+                }
+            ],
+        }
+    )
+
+
+def migration_service_account(release: str) -> str:
+    """The chart's migration Job ServiceAccount (charts/ledger/templates/_helpers.tpl)."""
+    return f"{release}-migrate"
+
+
 def chart_values(
     *,
     color: str,
     image_repository: str,
     image_tag: str,
     replicas: int,
-    database_secret: str,
     target_group_arn: str,
     budget: DrainBudget,
     vpc_cidr: str,
@@ -58,12 +131,16 @@ def chart_values(
     image_digest: str = "",
     idle_timeout_seconds: int | None = None,
     keep_alive_seconds: int | None = None,
+    database_secret: str = "",
+    database_login: DatabaseLogin | None = None,
 ) -> dict[str, Any]:
     """The values charts/ledger is installed with for one color.
 
     `image_tag` may carry its digest (`v1.2@sha256:...`): the pods then pull by digest.
     `idle_timeout_seconds` (the ALB's) sets `aws.idleTimeoutSeconds` and the app keep-alive
-    `http.keepAliveSeconds` (default: max(75, idle + 15), always longer than the ALB's)."""
+    `http.keepAliveSeconds` (default: max(75, idle + 15), always longer than the ALB's).
+    With `database_login` the pods and the migration Job log in without a stored password
+    (IAM tokens and the managed master secret); else with the URL in `database_secret`."""
     image_tag, embedded_digest = split_image(image_tag)
     image_digest = image_digest or embedded_digest
     values: dict[str, Any] = {
@@ -84,6 +161,22 @@ def chart_values(
         "trustedProxies": [vpc_cidr],
         "podDisruptionBudget": {"minAvailable": 1 if replicas <= 2 else replicas - 1},
     }
+    if database_login is not None:
+        values["database"] = {
+            "auth": "iam",
+            "url": database_login.app_url,
+            "region": database_login.region,
+            "cidr": database_cidr,
+        }
+        values["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: database_login.app_role_arn}}
+        values["migrations"] = {
+            "database": {
+                "auth": "secrets-manager",
+                "url": database_login.migration_url,
+                "secretArn": database_login.master_secret_arn,
+            },
+            "serviceAccount": {"annotations": {IRSA_ANNOTATION: database_login.migration_role_arn}},
+        }
     if image_digest:
         values["image"]["digest"] = image_digest
     if idle_timeout_seconds is not None:

@@ -43,6 +43,7 @@ class Run:
     inputs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # as the engine received them
     outputs: dict[str, Any] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)  # the data sources (invokes) the program read
 
     @property
     def resources(self) -> list[Registered]:
@@ -98,9 +99,10 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
         }
     if typ == "aws:rds/instance:Instance":
         return {
-            "arn": arn,
+            "arn": f"arn:aws:rds:eu-west-1:123456789012:db:{inputs.get('identifier', name)}",
             "address": f"{name}.abc.eu-west-1.rds.amazonaws.com",
             "port": 5432,
+            "resourceId": "db-ABCDEFGHIJKLMNOPQRSTUVWXY1",
             "masterUserSecrets": [
                 {"secretArn": f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!{name}"}
             ],
@@ -171,6 +173,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        self.run.calls.append(args.token)
         if args.token == "aws:secretsmanager/getSecretVersion:getSecretVersion":
             return {
                 "secretString": json.dumps({"username": "ledger", "password": "s3cr3t/+="}),

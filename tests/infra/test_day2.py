@@ -455,11 +455,6 @@ def helm_values(run: Run, color: str) -> dict[str, Any]:
     return values
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="components/app.py (not this change's file) does not pass database_cidr / the ALB idle "
-    "timeout / keep-alive to chart_values yet: AppArgs needs the three fields",
-)
 def test_the_database_cidr_and_keep_alive_reach_the_helm_releases() -> None:
     config, secrets = prod(loadBalancer={"idleTimeoutSeconds": 120})
     run = run_program("prod", config, secrets)

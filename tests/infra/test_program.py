@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cutover_infra.budget import budget_for_deregistration
 from cutover_infra.components.app import without_chart_binding
-from cutover_infra.values import TLS_POLICY, chart_values
+from cutover_infra.values import TLS_POLICY, DatabaseLogin, chart_values
 
 from cutover.envconfig import parse as parse_env
 from tests.charts.helpers import NEWEST, render, validate
@@ -73,8 +73,10 @@ def test_database_is_private_encrypted_ssl_only_and_reached_from_the_cluster_onl
     (rule,) = sg.inputs["ingress"]
     assert (rule["fromPort"], rule["toPort"]) == (5432, 5432) and rule["securityGroups"] == ["sg-0c1u5732"]
     assert not rule.get("cidrBlocks")
-    secrets = prod.of_type("kubernetes:core/v1:Secret")
-    assert len(secrets) == 2 and all(s.inputs["metadata"]["name"] == "ledger-database" for s in secrets)
+    # No password anywhere in the program, its state or Kubernetes: the pods log in with IAM
+    # tokens, the migration Job reads the rotated master secret itself (test_database_login.py).
+    assert prod.of_type("kubernetes:core/v1:Secret") == []
+    assert "aws:secretsmanager/getSecretVersion:getSecretVersion" not in prod.calls
 
 
 def test_prod_and_dev_differ_where_they_should(prod: Run, dev: Run) -> None:
@@ -187,10 +189,21 @@ def test_namespaces_and_the_chart_values_render_for_real(prod: Run) -> None:
                 image_repository="123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger",
                 image_tag="v1.4.1",
                 replicas=3,
-                database_secret="ledger-database",
                 target_group_arn=f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/cutover-prod-{color}/0123456789abcdef",
                 budget=budget_for_deregistration(10, 5, 20, 5),
                 vpc_cidr="10.20.0.0/16",
+                database_cidr="10.20.0.0/18",
+                idle_timeout_seconds=60,
+                keep_alive_seconds=75,
+                database_login=DatabaseLogin(
+                    address="prod-database-postgres.abc.eu-west-1.rds.amazonaws.com",
+                    port=5432,
+                    database="ledger",
+                    region="eu-west-1",
+                    master_secret_arn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!prod-database-postgres",
+                    app_role_arn=f"arn:aws:mock:eu-west-1:123456789012:prod-{color}-app-db-login",
+                    migration_role_arn=f"arn:aws:mock:eu-west-1:123456789012:prod-{color}-app-migrate",
+                ),
             )
         )
         objects = render(values, name=f"ledger-{color}", namespace=f"ledger-{color}")

@@ -1,6 +1,7 @@
-"""One color of ledger in Kubernetes: its namespace (pod readiness gates on), the database
-Secret, its TargetGroupBinding (declared here, before the pods) and charts/ledger installed
-with the values `chart_values` computes."""
+"""One color of ledger in Kubernetes: its namespace (pod readiness gates on), the IAM roles
+its pods and its migration Job log in to Postgres with (IRSA: no password in Kubernetes or
+in Pulumi's state), its TargetGroupBinding (declared here, before the pods) and
+charts/ledger installed with the values `chart_values` computes."""
 
 from __future__ import annotations
 
@@ -10,13 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from cutover_infra.budget import DrainBudget
-from cutover_infra.values import CHART_PATH, chart_values, namespace
+from cutover_infra.components.load_balancer_controller import irsa_trust_policy
+from cutover_infra.values import (
+    CHART_PATH,
+    DatabaseLogin,
+    chart_values,
+    database_connect_policy,
+    database_user_arn,
+    master_secret_read_policy,
+    migration_service_account,
+    namespace,
+    tags,
+)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
-DATABASE_SECRET = "ledger-database"  # noqa: S105 (the Secret's name, not a secret)
 CHART_NAME = "ledger"  # charts/ledger/Chart.yaml
 SERVICE_PORT = 80  # the chart's default service.port (the values leave it)
 
@@ -54,21 +66,41 @@ def _waits_for(opts: pulumi.ResourceOptions | None) -> list[pulumi.Resource]:
 
 
 @dataclass
+class AppDatabase:
+    """The database as the color's logins need it (outputs of the Database component)."""
+
+    address: pulumi.Input[str]
+    port: pulumi.Input[int]
+    name: str
+    instance_arn: pulumi.Input[str]
+    resource_id: pulumi.Input[str]
+    master_secret_arn: pulumi.Input[str]
+    cidr: str
+
+
+@dataclass
 class AppArgs:
+    environment: str
     color: str
+    region: str
     image_repository: str
     image_tag: str
     replicas: int
-    database_url: pulumi.Output[str]
+    database: AppDatabase
     target_group_arn: pulumi.Input[str]
     budget: DrainBudget
     vpc_cidr: str
     provider: k8s.Provider
+    oidc_provider_arn: pulumi.Input[str]
+    issuer_url: pulumi.Input[str]
+    idle_timeout_seconds: int | None = None
+    keep_alive_seconds: int | None = None
 
 
 class App(pulumi.ComponentResource):
     def __init__(self, name: str, args: AppArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cutover:app:App", name, None, opts)
+        self._policies: list[aws.iam.RolePolicy] = []
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
         ns = namespace(args.color)
         self.namespace = k8s.core.v1.Namespace(
@@ -84,29 +116,55 @@ class App(pulumi.ComponentResource):
             ),
             opts=k8s_opts,
         )
-        secret = k8s.core.v1.Secret(
-            f"{name}-database",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=DATABASE_SECRET, namespace=ns),
-            string_data={"DATABASE_URL": args.database_url},
-            type="Opaque",
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[self.namespace]),
+        release_name = f"ledger-{args.color}"
+        base_tags = tags(args.environment, color=args.color)
+        app_role = self._role(
+            f"{name}-db-login",
+            args,
+            ns,
+            chart_fullname(release_name),
+            pulumi.Output.all(args.database.instance_arn, args.database.resource_id).apply(
+                lambda v: database_connect_policy(database_user_arn(v[0], v[1]))
+            ),
+            base_tags,
         )
-        values = pulumi.Output.from_input(args.target_group_arn).apply(
-            lambda arn: chart_values(
+        migration_role = self._role(
+            f"{name}-migrate",
+            args,
+            ns,
+            migration_service_account(chart_fullname(release_name)),
+            pulumi.Output.from_input(args.database.master_secret_arn).apply(master_secret_read_policy),
+            base_tags,
+        )
+        db = args.database
+        values = pulumi.Output.all(
+            args.target_group_arn, db.address, db.port, db.master_secret_arn, app_role.arn, migration_role.arn
+        ).apply(
+            lambda v: chart_values(
                 color=args.color,
                 image_repository=args.image_repository,
                 image_tag=args.image_tag,
                 replicas=args.replicas,
-                database_secret=DATABASE_SECRET,
-                target_group_arn=arn,
+                target_group_arn=v[0],
                 budget=args.budget,
                 vpc_cidr=args.vpc_cidr,
+                database_cidr=db.cidr,
+                idle_timeout_seconds=args.idle_timeout_seconds,
+                keep_alive_seconds=args.keep_alive_seconds,
+                database_login=DatabaseLogin(
+                    address=v[1],
+                    port=int(v[2]),
+                    database=db.name,
+                    region=args.region,
+                    master_secret_arn=v[3],
+                    app_role_arn=v[4],
+                    migration_role_arn=v[5],
+                ),
             )
         )
         # The binding first: after the namespace and the Load Balancer Controller (its CRD and
         # webhook), before the release (its pods get the readiness gate); destroyed after the
         # release and before the controller, whose finalizer deregisters the targets.
-        release_name = f"ledger-{args.color}"
         self.target_group_binding = k8s.apiextensions.CustomResource(
             f"{name}-tgb",
             api_version="elbv2.k8s.aws/v1beta1",
@@ -135,7 +193,40 @@ class App(pulumi.ComponentResource):
                 timeout=900,
             ),
             opts=pulumi.ResourceOptions(
-                parent=self, provider=args.provider, depends_on=[secret, self.target_group_binding]
+                parent=self,
+                provider=args.provider,
+                # the roles' policies first: the first pods and the Job log in at once
+                depends_on=[self.target_group_binding, *self._policies],
             ),
         )
-        self.register_outputs({"namespace": ns, "release": self.release.name})
+        self.register_outputs(
+            {
+                "namespace": ns,
+                "release": self.release.name,
+                "databaseLoginRole": app_role.arn,
+                "migrationRole": migration_role.arn,
+            }
+        )
+
+    def _role(
+        self,
+        name: str,
+        args: AppArgs,
+        namespace_name: str,
+        service_account: str,
+        policy: pulumi.Input[str],
+        base_tags: dict[str, str],
+    ) -> aws.iam.Role:
+        """An IRSA role only `service_account` of this color can assume, with one inline policy."""
+        trust = pulumi.Output.all(args.oidc_provider_arn, args.issuer_url).apply(
+            lambda v: irsa_trust_policy(v[0], v[1], namespace_name, service_account)
+        )
+        role = aws.iam.Role(
+            name, assume_role_policy=trust, tags=base_tags, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self._policies.append(
+            aws.iam.RolePolicy(
+                f"{name}-policy", role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=self)
+            )
+        )
+        return role

@@ -121,6 +121,9 @@ class Cluster(pulumi.ComponentResource):
                 nodes=[],
             )
         self.node_security_group_id: pulumi.Output[str] = reach.node_security_group_id
+        # For the IRSA roles of the workloads (the colors' pods and migration Jobs).
+        self.oidc_provider_arn: pulumi.Output[str] = pulumi.Output.from_input(reach.oidc_provider_arn)
+        self.issuer_url: pulumi.Output[str] = pulumi.Output.from_input(reach.issuer_url)
         secret_kubeconfig: pulumi.Output[str] = pulumi.Output.secret(reach.kubeconfig)
         self.provider = k8s.Provider(
             f"{name}-k8s",

@@ -1,4 +1,6 @@
-"""RDS PostgreSQL: private, encrypted, SSL-only, backed up, its password managed by AWS."""
+"""RDS PostgreSQL: private, encrypted, SSL-only, backed up, its master password managed
+(and rotated) by AWS. ledger logs in as `ledger_app` with IAM tokens; only the migration Job
+uses the master secret, read at run time (values.DatabaseLogin)."""
 
 from __future__ import annotations
 
@@ -89,20 +91,13 @@ class Database(pulumi.ComponentResource):
             tags=base_tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        self.secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn if s else "")
-        self.register_outputs({"address": self.instance.address, "secretArn": self.secret_arn})
-
-    def url(self) -> pulumi.Output[str]:
-        """The ledger DATABASE_URL (a Pulumi secret), from the AWS-managed password."""
-        import json
-        from urllib.parse import quote
-
-        secret = aws.secretsmanager.get_secret_version_output(secret_id=self.secret_arn)
-        return pulumi.Output.secret(
-            pulumi.Output.all(secret.secret_string, self.instance.address, self.instance.port).apply(
-                lambda v: (
-                    f"postgresql://{quote(json.loads(v[0])['username'])}:{quote(json.loads(v[0])['password'], safe='')}"
-                    f"@{v[1]}:{v[2]}/{DATABASE_NAME}?sslmode=require"
-                )
-            )
+        # What the colors log in with (values.DatabaseLogin): the master secret for the
+        # migration Job, the instance's DbiResourceId for the pods' rds-db:connect. No
+        # password is ever read into the program, its state or a Kubernetes Secret.
+        self.secret_arn: pulumi.Output[str] = self.instance.master_user_secrets.apply(
+            lambda s: (s[0].secret_arn or "") if s else ""
+        )
+        self.resource_id: pulumi.Output[str] = self.instance.resource_id
+        self.register_outputs(
+            {"address": self.instance.address, "secretArn": self.secret_arn, "resourceId": self.resource_id}
         )
