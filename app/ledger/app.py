@@ -12,6 +12,7 @@ from ledger.client_address import ClientAddress
 from ledger.config import Settings
 from ledger.middleware.errors import ErrorMiddleware
 from ledger.middleware.headers import ResponseHeadersMiddleware
+from ledger.middleware.liveness import LivenessMiddleware
 from ledger.middleware.observe import ObserveMiddleware
 from ledger.ratelimit import RateLimitMiddleware, TokenBuckets
 from ledger.routes.accounts import account_routes
@@ -56,6 +57,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
             max_clients=settings.rate_limit_max_clients,
         )
         app = RateLimitMiddleware(app, buckets, client_address, runtime.metrics.rate_limited.inc)
+    app = LivenessMiddleware(app)  # the kubelet's most frequent question, answered first
     app = ObserveMiddleware(app, runtime.metrics)
     app = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
     return app, runtime

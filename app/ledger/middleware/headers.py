@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,7 +47,7 @@ class ResponseHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex.encode()
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex().encode()  # a uuid4's entropy
         scope.setdefault("state", {})["request_id"] = request_id.decode()
 
         async def send_with_headers(message: Message) -> None:
