@@ -536,7 +536,7 @@ def parse(
             node_security_group_id=_string(
                 cl, "nodeSecurityGroupId", "cluster.nodeSecurityGroupId", re.compile(r"^sg-[0-9a-f]+$")
             ),
-            vpc_cidr=_string(cl, "vpcCidr", "cluster.vpcCidr"),
+            vpc_cidr=_vpc_cidr(cl),
         )
     if "kubeconfig" in raw and not is_secret("kubeconfig"):
         raise _fail(
@@ -745,6 +745,22 @@ def fitting_cidr(cidr: str, zones: int) -> str:
         if network_cidr_problem(candidate, zones) is None:
             return candidate
     return NetworkConfig.cidr
+
+
+def _vpc_cidr(cl: Mapping[str, Any]) -> str:
+    """An existing cluster's VPC CIDR (the chart's trusted proxies and, by default, its
+    Postgres egress rule): a canonical IPv4 block, refused here rather than by Helm later."""
+    value = _string(cl, "vpcCidr", "cluster.vpcCidr", None, "10.10.0.0/16")
+    try:
+        if "/" not in value:
+            raise ValueError(value)
+        return str(ipaddress.IPv4Network(value))
+    except ValueError:
+        raise _fail(
+            "cluster.vpcCidr",
+            f"must be the VPC's IPv4 CIDR such as 10.10.0.0/16 (got {value!r})",
+            "pulumi config set --path cutover:cluster.vpcCidr <the VPC's CIDR>",
+        ) from None
 
 
 def _database_cidr(

@@ -28,6 +28,7 @@ from cutover_infra.values import (
     deployed_images,
     ecr_repository,
     ecr_repository_url,
+    is_missing_item_error,
     live_traffic,
     lock_key,
     lock_refusal,
@@ -35,6 +36,7 @@ from cutover_infra.values import (
     resource_name,
     split_image,
     traffic_records_regex,
+    unreadable_lock_table,
     with_stack_tags,
 )
 
@@ -245,14 +247,27 @@ def _tag_with_tier(config: StackConfig) -> None:
 
 def _release_state_item(environment: str) -> str | None:
     """cutover's release state item, read when the program runs (None before the lock table
-    exists, i.e. on the first `up`)."""
+    exists, i.e. on the first `up`, and before the first release)."""
+    return _lock_table_item(environment, release_state_key(environment), "cutover's release state")
+
+
+def _lock_table_item(environment: str, key: str, what: str) -> str | None:
+    """One item of the environment's lock table, or None when it or the table does not exist.
+
+    Any other failure (access denied, throttling) stops an `up`: going on would deploy the
+    committed image tags over what cutover released, or ignore its lock. A preview, which
+    changes nothing, goes on with a warning."""
+    table = resource_name(environment, "locks")
     try:
-        found = aws.dynamodb.get_table_item(
-            table_name=resource_name(environment, "locks"), key=release_state_key(environment)
-        )
-    except Exception as exc:  # the table does not exist yet, or no access: the committed tags
-        pulumi.log.info(f"no cutover release state to read ({exc}): deploying the committed image tags")
-        return None
+        found = aws.dynamodb.get_table_item(table_name=table, key=key)
+    except Exception as exc:
+        if is_missing_item_error(str(exc)):
+            return None  # no item (before the first release / nothing holds the lock), or no table yet
+        problem = unreadable_lock_table(what, table, str(exc))
+        if pulumi.runtime.is_dry_run():
+            pulumi.log.warn(f"{problem} (preview: going on as if there were none)")
+            return None
+        raise pulumi.RunError(problem) from None
     return str(found.item) if found.item else None
 
 
@@ -286,18 +301,8 @@ def _record(record: Any) -> dict[str, Any]:
 def _refuse_while_locked(environment: str) -> None:
     """Stop here while a cutover operation holds the environment's release lock (unless this
     run is that operation's own deployer): an `up` then could undo what it is doing."""
-    try:
-        found = aws.dynamodb.get_table_item(
-            table_name=resource_name(environment, "locks"), key=lock_key(environment)
-        )
-    except Exception as exc:
-        if any(word in str(exc) for word in ("empty result", "couldn't find", "ResourceNotFound")):
-            return  # no lock item (nothing holds it), or no table yet (the first `up`)
-        pulumi.log.warn(f"could not read cutover's release lock ({exc}): not checked")
-        return
-    refusal = lock_refusal(
-        str(found.item) if found.item else None, environment, os.environ.get(LOCK_OWNER_ENV), time.time()
-    )
+    item = _lock_table_item(environment, lock_key(environment), "cutover's release lock")
+    refusal = lock_refusal(item, environment, os.environ.get(LOCK_OWNER_ENV), time.time())
     if refusal is None:
         return
     if pulumi.runtime.is_dry_run():

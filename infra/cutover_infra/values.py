@@ -331,6 +331,12 @@ def live_traffic(
         for r in records
         if _name(r) == domain and r.get("type") == "A" and r.get("setIdentifier") in initial
     }
+    for color, record in weighted.items():
+        if not isinstance(record.get("weight"), int | float) or isinstance(record.get("weight"), bool):
+            raise ValueError(
+                f"the A record {domain} with set identifier {color} is not a weighted record (weight "
+                f"{record.get('weight')!r}); fix: delete it or make it weighted, then `pulumi up` again"
+            )
     weights = {
         color: int(weighted[color]["weight"]) if color in weighted else initial[color] for color in initial
     }
@@ -354,6 +360,25 @@ def live_traffic(
 def lock_key(environment: str) -> str:
     """The lock-table item of cutover's release lock (pipelines/cutover/adapters/locks.py)."""
     return json.dumps({"lock_id": {"S": environment}})
+
+
+# How the AWS provider's getTableItem says "no such item" (empty result) or "no such table"
+# (couldn't find resource / ResourceNotFoundException): nothing to read, not a failure.
+_MISSING_ITEM = ("empty result", "couldn't find", "ResourceNotFound")
+
+
+def is_missing_item_error(message: str) -> bool:
+    """Whether a getTableItem failure means the item or its table does not exist."""
+    return any(word in message for word in _MISSING_ITEM)
+
+
+def unreadable_lock_table(what: str, table: str, error: str) -> str:
+    """The message that stops an `up` when the lock table cannot be read."""
+    return (
+        f"could not read {what} from DynamoDB table {table} ({error}): `pulumi up` will not guess "
+        f"(it could deploy the committed image tags over a release, or run under a held lock); fix: "
+        f"allow dynamodb:GetItem on {table} to the role running `pulumi up`, then run it again"
+    )
 
 
 def lock_refusal(item: str | None, environment: str, runner: str | None, now: float) -> str | None:

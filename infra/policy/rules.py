@@ -10,6 +10,7 @@ own validate functions, and the infra tests run every example stack through all 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,32 @@ LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 REQUIRED_CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
 ALB_DEFAULT_IDLE_TIMEOUT = 60  # seconds, when `idleTimeout` is not set
+# pulumi-aws declares the same AWS resources under a second module, `aws.alb` (type tokens
+# aws:alb/...): without this, an aws.alb.LoadBalancer would skip every load balancer rule.
+TYPE_ALIASES = {
+    "aws:alb/loadBalancer:LoadBalancer": LOAD_BALANCER,
+    "aws:alb/listener:Listener": "aws:lb/listener:Listener",
+    "aws:alb/targetGroup:TargetGroup": "aws:lb/targetGroup:TargetGroup",
+}
+# A CIDR this wide (or wider) is the internet, or a large part of it: 0.0.0.0/1 +
+# 128.0.0.0/1 open as much as 0.0.0.0/0 (config.py refuses the same for the EKS endpoint).
+WIDEST_ALLOWED_PREFIX = {4: 8, 6: 16}
+
+
+def canonical_type(resource_type: str) -> str:
+    """The type token the rules are written for (aws:alb/... -> aws:lb/...)."""
+    return TYPE_ALIASES.get(resource_type, resource_type)
+
+
+def _is_world(cidr: Any) -> bool:
+    """`cidr` opens to the whole internet or a large part of it (an unparsable one counts)."""
+    if cidr in WORLD:
+        return True
+    try:
+        network = ipaddress.ip_network(str(cidr), strict=False)
+    except ValueError:
+        return True  # AWS would refuse it anyway; never let it pass as narrow
+    return network.prefixlen < WIDEST_ALLOWED_PREFIX[network.version]
 
 
 @dataclass(frozen=True)
@@ -131,7 +158,7 @@ def _ingress_rules(props: Props) -> list[Mapping[str, Any]]:
 
 def _world_open(rule: Mapping[str, Any]) -> bool:
     blocks = [*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or [])]
-    return any(block in WORLD for block in blocks)
+    return any(_is_world(block) for block in blocks)
 
 
 def _web_only(rule: Mapping[str, Any]) -> bool:
@@ -158,7 +185,8 @@ def _security_group_rule(props: Props) -> list[str]:
 def _vpc_ingress_rule(props: Props) -> list[str]:
     """aws:vpc/securityGroupIngressRule: one CIDR per rule (cidrIpv4 / cidrIpv6), ipProtocol
     "-1" means every protocol and port."""
-    if props.get("cidrIpv4") not in WORLD and props.get("cidrIpv6") not in WORLD:
+    cidrs = [c for c in (props.get("cidrIpv4"), props.get("cidrIpv6")) if c]
+    if not any(_is_world(c) for c in cidrs):
         return []
     protocol = str(props.get("ipProtocol"))
     if _web_only({"protocol": protocol, "fromPort": props.get("fromPort"), "toPort": props.get("toPort")}):
@@ -206,7 +234,7 @@ def _eks_public_endpoint(props: Props) -> list[str]:
         return []
     cidrs = list(vpc.get("publicAccessCidrs") or [])
     problems = []
-    if not cidrs or any(cidr in WORLD for cidr in cidrs):
+    if not cidrs or any(_is_world(cidr) for cidr in cidrs):
         problems.append(
             "EKS API endpoint is public to the whole internet: set vpcConfig.publicAccessCidrs "
             "to the admins' and CI's ranges, or endpointPublicAccess false"
@@ -271,7 +299,7 @@ class StackRule:
 
 
 def _of(resources: Iterable[StackResource], type_: str) -> list[StackResource]:
-    return [r for r in resources if r.type == type_]
+    return [r for r in resources if canonical_type(r.type) == type_]
 
 
 def _points_to(resource: StackResource, prop: str, target: StackResource, value: Any) -> bool:
@@ -372,7 +400,7 @@ def violations(resource_type: str, props: Props, skip: frozenset[str] = frozense
     return [
         f"{rule.name}: {problem}"
         for rule in RULES
-        if rule.resource_type == resource_type and rule.name not in skip
+        if rule.resource_type == canonical_type(resource_type) and rule.name not in skip
         for problem in rule.check(props)
     ]
 
@@ -400,7 +428,7 @@ def policies() -> list[Any]:
 
     def make(rule: Rule) -> Any:
         def validate(args: Any, report_violation: Callable[[str, str | None], None]) -> None:
-            if args.resource_type == rule.resource_type:
+            if canonical_type(args.resource_type) == rule.resource_type:
                 for problem in rule.check(args.props):
                     report_violation(problem, None)
 

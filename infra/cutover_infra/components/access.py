@@ -5,6 +5,7 @@ An existing cluster's access is its owner's business: nothing here runs for one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -31,9 +32,25 @@ ACCESS_POLICIES = {
 class Grant:
     """One role's access entry and the access policy associated with it."""
 
-    key: str  # stable resource-name suffix, from the role ARN (not its position in a list)
+    key: str  # the access entry's resource-name suffix: from the role ARN alone
     principal_arn: str
     policy_arn: str
+
+    @property
+    def association_key(self) -> str:
+        """The association's suffix: the entry's and the policy's, never the level's (moving
+        a role between two levels with the same policy then changes nothing in AWS)."""
+        return f"{self.key}-{self.policy_arn.rsplit('/', 1)[1]}"
+
+
+def entry_key(principal_arn: str) -> str:
+    """A resource-name suffix unique to the role ARN: readable, plus a hash of the whole ARN
+    (`ci.release` and `ci_release` read alike). EKS admits one access entry per principal,
+    so the entry's name must not change when the role moves between access levels: a
+    rename is a create-before-delete, which EKS refuses (ResourceInUseException)."""
+    account, role = principal_arn.split(":")[4], principal_arn.split(":role/", 1)[1]
+    digest = hashlib.sha256(principal_arn.encode()).hexdigest()[:8]
+    return f"{account}-{re.sub(r'[^A-Za-z0-9-]+', '-', role)}-{digest}"
 
 
 def access_policy_arn(principal_arn: str, policy: str) -> str:
@@ -47,9 +64,7 @@ def grants(access: ClusterAccess) -> list[Grant]:
     found = []
     for level, policy in ACCESS_POLICIES.items():
         for arn in getattr(access, level):
-            account, role = arn.split(":")[4], arn.split(":role/", 1)[1]
-            key = f"{level}-{account}-{re.sub(r'[^A-Za-z0-9-]+', '-', role)}"
-            found.append(Grant(key, arn, access_policy_arn(arn, policy)))
+            found.append(Grant(entry_key(arn), arn, access_policy_arn(arn, policy)))
     return found
 
 
@@ -74,7 +89,7 @@ def grant_access(
         )
         associations.append(
             aws.eks.AccessPolicyAssociation(
-                f"{name}-access-{grant.key}-policy",
+                f"{name}-access-{grant.association_key}",
                 cluster_name=cluster_name,
                 principal_arn=entry.principal_arn,  # after its access entry
                 policy_arn=grant.policy_arn,
