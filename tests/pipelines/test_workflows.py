@@ -1,8 +1,10 @@
-"""CI workflows: schema-valid, clean under checkov, and shaped as the runbooks promise."""
+"""CI workflows: schema-valid, clean under checkov, actionlint and zizmor, and shaped as the runbooks promise."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +58,102 @@ def test_checkov_github_actions_checks_pass_and_every_skip_has_a_reason() -> Non
     for path in WORKFLOWS:
         for skip in re.findall(r"checkov:skip=([A-Z0-9_]+):?(.*)", path.read_text()):
             assert len(skip[1].strip()) > 20, f"{path.name}: skip {skip[0]} needs its reason"
+
+
+def venv_tool(name: str) -> str:
+    """A linter the dev extra installs next to this interpreter (`make install`)."""
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is missing: run `make install` (pyproject.toml's dev extra)"
+    return str(path)
+
+
+def actionlint(repository: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint over a repository's .github/workflows (it reads called workflows from there too)."""
+    files = sorted(
+        str(p.relative_to(repository)) for p in (repository / ".github" / "workflows").glob("*.yml")
+    )
+    return subprocess.run(
+        [
+            venv_tool("actionlint"),
+            "-no-color",
+            "-oneline",
+            "-shellcheck",
+            venv_tool("shellcheck"),
+            "-pyflakes",
+            "",
+            *files,
+        ],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_actionlint_reports_nothing() -> None:
+    result = actionlint(ROOT)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result.stdout + result.stderr
+
+
+def copy_of_the_workflows(tmp_path: Path, edit: tuple[str, str, str]) -> Path:
+    """A git repository holding the workflows, with `edit` = (file, old, new) applied once."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    workflows = tmp_path / ".github" / "workflows"
+    shutil.copytree(INSTALLED, workflows)
+    name, old, new = edit
+    text = (workflows / name).read_text()
+    assert old in text, f"{name} no longer holds {old!r}: update this test"
+    (workflows / name).write_text(text.replace(old, new, 1))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            ("release.yml", "id-token: write # the called job", "id-token: none # the called job"),
+            'requires "id-token: write" but the calling job grants "id-token: none"',
+        ),
+        (
+            (
+                "rollback.yml",
+                "actions/checkout@" + "3d3c42e5aac5ba805825da76410c181273ba90b1",
+                "actions/checkout@v4",
+            ),
+            'runtime "node20" is deprecated',
+        ),
+    ],
+    ids=["caller-withholds-id-token", "node20-action"],
+)
+def test_actionlint_catches_what_made_the_release_unrunnable(
+    tmp_path: Path, edit: tuple[str, str, str], expected: str
+) -> None:
+    result = actionlint(copy_of_the_workflows(tmp_path, edit))
+    assert result.returncode == 1 and expected in result.stdout, result.stdout + result.stderr
+
+
+def test_zizmor_reports_nothing_at_its_default_persona() -> None:
+    result = subprocess.run(
+        # --offline: no network here; the audits that need GitHub's API are left out.
+        [
+            venv_tool("zizmor"),
+            "--offline",
+            "--no-progress",
+            "--format",
+            "json",
+            *map(str, sorted(INSTALLED.glob("*.yml"))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    findings = json.loads(result.stdout)
+    assert [(f["ident"], f["locations"][0]["symbolic"]["key"]) for f in findings] == []
+    assert result.returncode == 0, result.stderr
+    for path in WORKFLOWS:
+        for line in path.read_text().splitlines():
+            if match := re.search(r"zizmor: ignore\[[^\]]+\](.*)", line):
+                assert len(match.group(1).strip(" :-")) > 20, f"{path.name}: {line.strip()} needs its reason"
 
 
 def steps(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -220,7 +318,7 @@ def test_one_build_is_tagged_in_every_environment_repository(tmp_path: Path) -> 
 def test_each_environment_releases_the_built_digest_not_the_tag() -> None:
     release = load(SOURCE / "release.yml")
     jobs = release["jobs"]
-    assert jobs["build"]["uses"] == "./.github/workflows/build.yml"
+    assert jobs["build"]["uses"] == "$/.github/workflows/build.yml"
     assert jobs["build"]["needs"] == "test"
     for env in ("staging", "prod"):
         assert "build" in jobs[env]["needs"]  # `needs.build` is only visible to direct dependents
@@ -237,6 +335,12 @@ def test_each_environment_releases_the_built_digest_not_the_tag() -> None:
 LEVEL = {"none": 0, "read": 1, "write": 2}
 
 
+def called_workflow(job: dict[str, Any]) -> Path | None:
+    """The workflow file a job calls in this repository (`$/...` or `./...`), else None."""
+    match = re.fullmatch(r"(?:\$|\.)/\.github/workflows/(.+\.yml)", str(job.get("uses", "")))
+    return SOURCE / match.group(1) if match else None
+
+
 def granted(document: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
     permissions = job.get("permissions", document.get("permissions", {}))
     return dict(permissions)
@@ -246,10 +350,10 @@ def granted(document: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
 def test_called_workflows_get_every_permission_their_jobs_ask_for(path: Path) -> None:
     document = load(path)
     for name, job in document["jobs"].items():
-        if not str(job.get("uses", "")).startswith("./.github/workflows/"):
+        if (called_path := called_workflow(job)) is None:
             continue
         caller = granted(document, job)
-        called = load(SOURCE / Path(job["uses"]).name)
+        called = load(called_path)
         for called_name, called_job in called["jobs"].items():
             for scope, level in granted(called, called_job).items():
                 assert LEVEL[caller.get(scope, "none")] >= LEVEL[level], (
@@ -257,8 +361,68 @@ def test_called_workflows_get_every_permission_their_jobs_ask_for(path: Path) ->
                 )
 
 
-# The first major of each action that runs on node24 (node20 is being removed from the
-# runners); from each action's own action.yml at that tag.
+def needed(job: dict[str, Any]) -> dict[str, str]:
+    """The permissions a job's own steps (or the workflow it calls) use, and no more."""
+    if (called_path := called_workflow(job)) is not None:
+        called = load(called_path)
+        union: dict[str, str] = {}
+        for called_job in called["jobs"].values():
+            for scope, level in granted(called, called_job).items():
+                union[scope] = max(union.get(scope, "none"), level, key=LEVEL.__getitem__)
+        return union
+    uses = [step.get("uses", "") for step in job.get("steps", [])]
+    need = {}
+    if any(u.startswith("actions/checkout@") for u in uses):
+        need["contents"] = "read"
+    if any(u.startswith("aws-actions/configure-aws-credentials@") for u in uses):
+        need["id-token"] = "write"  # OIDC: the job assumes an AWS role
+    return need
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_nothing_is_granted_by_default_and_each_job_only_what_it_uses(path: Path) -> None:
+    document = load(path)
+    assert document["permissions"] == {}, f"{path.name}: set `permissions: {{}}` at the top"
+    for name, job in document["jobs"].items():
+        assert "permissions" in job, f"{path.name}: job {name} declares its own permissions"
+        assert job["permissions"] == needed(job), f"{path.name}: job {name}"
+
+
+def test_called_workflows_get_the_secrets_they_declare_and_no_others() -> None:
+    calls = [
+        (path, name, job)
+        for path in WORKFLOWS
+        for name, job in load(path)["jobs"].items()
+        if called_workflow(job)
+    ]
+    assert len(calls) == 3  # build, staging, prod
+    for path, name, job in calls:
+        called_path = called_workflow(job)
+        assert called_path is not None
+        declared = load(called_path)["on"]["workflow_call"].get("secrets", {})
+        used = set(re.findall(r"\bsecrets\.([A-Za-z0-9_]+)", called_path.read_text()))
+        assert used <= set(declared), f"{called_path.name} declares every secret it reads"
+        passed = job.get("secrets", {})
+        assert passed != "inherit", f"{path.name}: job {name} names the secrets it passes"
+        assert set(passed) == set(declared), f"{path.name}: job {name} passes exactly {sorted(declared)}"
+        for secret, value in passed.items():
+            assert value == f"${{{{ secrets.{secret} }}}}"
+
+
+# Each action, reviewed: the latest release of the first major that runs on node24 (node20
+# leaves GitHub's runners on 2026-09-23), resolved from the action's repository to the commit
+# its tag names; that commit's action.yml says `using: node24`. Bump a pin here and in the
+# workflows together, with the new tag's commit.
+REVIEWED = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+    "aws-actions/configure-aws-credentials": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
+    "aws-actions/amazon-ecr-login": ("03f1aad4c6c7ffd436567f42f9384779290529bd", "v2.1.7"),
+    "docker/setup-buildx-action": ("37fe631027851001ddb9b187196cc803df7f5f0e", "v4.3.0"),
+    "docker/build-push-action": ("53b7df96c91f9c12dcc8a07bcb9ccacbed38856a", "v7.3.0"),
+    "pulumi/actions": ("8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"),
+}
+# The first major of each action that runs on node24, from its action.yml at that tag.
 NODE24_FROM = {
     "actions/checkout": 5,
     "actions/setup-python": 6,
@@ -270,12 +434,26 @@ NODE24_FROM = {
 }
 
 
+def pins(path: Path) -> list[tuple[str, str, str]]:
+    """(action, ref, version comment) of each `uses:` of an action in a workflow's text."""
+    found = re.findall(r"^\s*(?:- )?uses:\s*([^\s@]+)@(\S+)[ \t]*(?:#[ \t]*(\S*))?", path.read_text(), re.M)
+    return [(action, ref, comment) for action, ref, comment in found if not action.startswith(("$/", "./"))]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_every_action_is_pinned_to_a_major_that_runs_on_node24(path: Path) -> None:
-    for _, step in steps(load(path)):
-        if "uses" not in step or step["uses"].startswith("./"):
-            continue
-        action, _, version = step["uses"].partition("@")
-        assert action in NODE24_FROM, f"{path.name}: {action} is not reviewed for its node runtime"
-        assert re.fullmatch(r"v\d+", version), f"{path.name}: pin {action} to a major (vN)"
-        assert int(version[1:]) >= NODE24_FROM[action], f"{path.name}: {action}@{version} runs on node20"
+def test_every_action_is_pinned_to_the_commit_of_a_reviewed_node24_release(path: Path) -> None:
+    uses = [s["uses"] for _, s in steps(load(path)) if "uses" in s and not s["uses"].startswith(("$/", "./"))]
+    assert len(pins(path)) == len(uses), (
+        f"{path.name}: every `uses:` is on one line: owner/name@<sha> # vX.Y.Z"
+    )
+    for action, ref, comment in pins(path):
+        assert action in REVIEWED, f"{path.name}: {action} is not reviewed for its node runtime"
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), (
+            f"{path.name}: pin {action} to a full commit SHA, not {ref}"
+        )
+        assert (ref, comment) == REVIEWED[action], (
+            f"{path.name}: {action}@{ref} # {comment} is not the reviewed pin"
+        )
+        assert int(comment[1:].split(".")[0]) >= NODE24_FROM[action], (
+            f"{path.name}: {action} {comment} runs on node20"
+        )
