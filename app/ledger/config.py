@@ -12,9 +12,9 @@ import os
 import re
 import socket
 import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 Color = Literal["blue", "green"]
 LogFormat = Literal["json", "text"]
@@ -47,49 +47,137 @@ class Discovery:
     static_peers: tuple[str, ...] = ()
 
 
+_ENV = "env"  # Settings field metadata key: the _Var the field is read from
+
+
+@dataclass(frozen=True)
+class _Var:
+    """The environment variable behind a Settings field. `read(env, name, default)` gets the
+    field's declared default, the one place it is written, for an unset variable."""
+
+    name: str
+    read: Callable[[Mapping[str, str], str, Any], Any]
+
+
+def _whole(name: str, *, low: int, high: int) -> dict[str, _Var]:
+    """Read from `name`: a whole number from low to high."""
+    return {_ENV: _Var(name, lambda env, n, d: _int(env, n, d, low=low, high=high))}
+
+
+def _secs(name: str, *, high: float, low: float = 0.0) -> dict[str, _Var]:
+    """Read from `name`: a number of seconds from low to high."""
+    return {_ENV: _Var(name, lambda env, n, d: _seconds(env, n, d, high=high, low=low))}
+
+
+def _one_of(name: str, allowed: tuple[str, ...], *, upper: bool = False) -> dict[str, _Var]:
+    """Read from `name`: one of `allowed` (case-insensitive)."""
+    return {_ENV: _Var(name, lambda env, n, d: _choice(env, n, d, allowed, upper=upper))}
+
+
+def _stripped(name: str) -> dict[str, _Var]:
+    """Read from `name`, surrounding spaces removed (from_env checks the value)."""
+    return {_ENV: _Var(name, lambda env, n, d: d if env.get(n) is None else env[n].strip())}
+
+
+def _parsed(name: str, parse: Callable[[str], Any]) -> dict[str, _Var]:
+    """Read from `name` by `parse`; unset or blank is the default."""
+    return {_ENV: _Var(name, lambda env, n, d: parse(env[n]) if env.get(n, "").strip() else d)}
+
+
 @dataclass(frozen=True)
 class Settings:
+    """ledger's settings. Each field read from the environment declares its variable, bounds
+    and default once, here; `from_env` reads them in this order after the cross-checked ones
+    (DATABASE_URL and DATABASE_AUTH's variables, PORT, HOST, INSTANCE_ID, DB_POOL_MIN/MAX)."""
+
     database_url: str = field(repr=False)
-    host: str = "0.0.0.0"
-    port: int = 8000
-    color: Color = "blue"
-    app_version: str = "dev"
-    instance_id: str = ""
-    drain_seconds: float = 5.0
-    shutdown_timeout_seconds: float = 20.0
-    discovery: Discovery = Discovery()
-    rate_limit_per_minute: int = 0  # 0 disables rate limiting
-    rate_limit_max_clients: int = 100_000
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    cluster_interval_seconds: float = 5.0
-    cluster_dns_server: str = ""  # host:port; empty means the system resolver
-    ws_max_per_client: int = 10
-    ws_max_connections: int = 1024
-    ws_max_message_bytes: int = 4096
-    ws_handshakes_per_minute: int = 60
-    log_format: LogFormat = "json"
-    log_level: str = "INFO"
-    db_pool_min: int = 1
-    db_pool_max: int = 10
-    db_pool_max_queries: int = 50_000  # a pooled connection is replaced after this many queries
-    db_pool_max_inactive_seconds: float = 300.0  # an idle pooled connection is closed after this
-    database_auth: DatabaseAuth = "url"
+    host: str = field(default="0.0.0.0", metadata=_stripped("HOST"))
+    port: int = field(default=8000, metadata=_whole("PORT", low=1, high=65535))
+    color: Color = field(default="blue", metadata=_one_of("COLOR", ("blue", "green")))
+    app_version: str = field(
+        default="dev", metadata=_parsed("APP_VERSION", lambda raw: _app_version(raw.strip()))
+    )
+    instance_id: str = field(default="", metadata=_stripped("INSTANCE_ID"))  # empty: <hostname>:<port>
+    drain_seconds: float = field(default=5.0, metadata=_secs("DRAIN_SECONDS", high=600))
+    shutdown_timeout_seconds: float = field(
+        default=20.0, metadata=_secs("SHUTDOWN_TIMEOUT_SECONDS", high=3600)
+    )
+    discovery: Discovery = field(
+        default=Discovery(), metadata=_parsed("CLUSTER_DISCOVERY", lambda raw: parse_discovery(raw))
+    )
+    rate_limit_per_minute: int = field(  # 0 disables rate limiting
+        default=0, metadata=_whole("RATE_LIMIT_PER_MINUTE", low=0, high=10_000_000)
+    )
+    rate_limit_max_clients: int = field(
+        default=100_000, metadata=_whole("RATE_LIMIT_MAX_CLIENTS", low=1, high=10_000_000)
+    )
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), metadata=_parsed("TRUSTED_PROXIES", lambda raw: parse_trusted_proxies(raw))
+    )
+    cluster_interval_seconds: float = field(
+        default=5.0, metadata=_secs("CLUSTER_INTERVAL_SECONDS", high=300, low=0.1)
+    )
+    cluster_dns_server: str = field(  # host:port; empty means the system resolver
+        default="", metadata=_parsed("CLUSTER_DNS_SERVER", lambda raw: _dns_server(raw))
+    )
+    ws_max_per_client: int = field(default=10, metadata=_whole("WS_MAX_PER_CLIENT", low=1, high=100_000))
+    ws_max_connections: int = field(
+        default=1024, metadata=_whole("WS_MAX_CONNECTIONS", low=1, high=1_000_000)
+    )
+    ws_max_message_bytes: int = field(
+        default=4096, metadata=_whole("WS_MAX_MESSAGE_BYTES", low=125, high=16 * 1024 * 1024)
+    )
+    ws_handshakes_per_minute: int = field(
+        default=60, metadata=_whole("WS_HANDSHAKES_PER_MINUTE", low=0, high=10_000_000)
+    )
+    log_format: LogFormat = field(default="json", metadata=_one_of("LOG_FORMAT", ("json", "text")))
+    log_level: str = field(default="INFO", metadata=_one_of("LOG_LEVEL", LOG_LEVELS, upper=True))
+    db_pool_min: int = field(default=1, metadata=_whole("DB_POOL_MIN", low=0, high=100))
+    db_pool_max: int = field(default=10, metadata=_whole("DB_POOL_MAX", low=1, high=100))
+    db_pool_max_queries: int = field(  # a pooled connection is replaced after this many queries
+        default=50_000, metadata=_whole("DB_POOL_MAX_QUERIES", low=1, high=100_000_000)
+    )
+    db_pool_max_inactive_seconds: float = field(  # an idle pooled connection is closed after this
+        default=300.0, metadata=_secs("DB_POOL_MAX_INACTIVE_SECONDS", high=86400)
+    )
+    database_auth: DatabaseAuth = field(default="url", metadata=_one_of("DATABASE_AUTH", DATABASE_AUTH_MODES))
+    # Set by DATABASE_AUTH's mode only (_database_auth):
     database_password_file: str = ""  # password-file: re-read for every new connection
     database_region: str = ""  # iam: the region tokens are signed for
     database_secret_arn: str = ""  # secrets-manager: the RDS-managed {username, password} secret
-    database_auth_retry_seconds: float = 5.0  # a refused login is retried this long, fresh password
-    db_ping_timeout_seconds: float = 1.0
-    ready_cache_seconds: float = 1.0
-    db_acquire_timeout_seconds: float = 2.0
-    db_statement_timeout_seconds: float = 5.0
-    db_command_timeout_seconds: float = 6.0
-    http_max_header_bytes: int = 32 * 1024
-    http_header_timeout_seconds: float = 10.0
-    http_body_timeout_seconds: float = 10.0
-    http_max_connections: int = 2048
+    database_auth_retry_seconds: float = field(  # a refused login is retried this long, fresh password
+        default=5.0, metadata=_secs("DATABASE_AUTH_RETRY_SECONDS", high=300)
+    )
+    db_ping_timeout_seconds: float = field(
+        default=1.0, metadata=_secs("DB_PING_TIMEOUT_SECONDS", high=60, low=0.05)
+    )
+    ready_cache_seconds: float = field(default=1.0, metadata=_secs("READY_CACHE_SECONDS", high=60))
+    db_acquire_timeout_seconds: float = field(
+        default=2.0, metadata=_secs("DB_ACQUIRE_TIMEOUT_SECONDS", high=300, low=0.05)
+    )
+    db_statement_timeout_seconds: float = field(
+        default=5.0, metadata=_secs("DB_STATEMENT_TIMEOUT_SECONDS", high=3600)
+    )
+    db_command_timeout_seconds: float = field(
+        default=6.0, metadata=_secs("DB_COMMAND_TIMEOUT_SECONDS", high=3600, low=0.05)
+    )
+    http_max_header_bytes: int = field(
+        default=32 * 1024, metadata=_whole("HTTP_MAX_HEADER_BYTES", low=1024, high=1024 * 1024)
+    )
+    http_header_timeout_seconds: float = field(
+        default=10.0, metadata=_secs("HTTP_HEADER_TIMEOUT_SECONDS", high=600, low=0.1)
+    )
+    http_body_timeout_seconds: float = field(
+        default=10.0, metadata=_secs("HTTP_BODY_TIMEOUT_SECONDS", high=600, low=0.1)
+    )
+    http_max_connections: int = field(
+        default=2048, metadata=_whole("HTTP_MAX_CONNECTIONS", low=1, high=1_000_000)
+    )
     # Idle keep-alive connections live this long: above the load balancer's idle timeout
     # (the ALB's is 60 s), so the balancer never reuses a connection the app has closed.
-    http_keep_alive_seconds: float = 75.0
+    http_keep_alive_seconds: float = field(
+        default=75.0, metadata=_secs("HTTP_KEEP_ALIVE_SECONDS", high=4000, low=1)
+    )
 
     @property
     def served_by(self) -> str:
@@ -111,75 +199,38 @@ class Settings:
                 "(got a value with another scheme; the value itself is not shown)"
             )
         _check_database_url(database_url)
-        auth = _database_auth(env, database_url)
-        port = _int(env, "PORT", 8000, low=1, high=65535)
-        host = _listen_host(env.get("HOST", "0.0.0.0").strip(), port)
-        instance_id = env.get("INSTANCE_ID", "").strip() or f"{socket.gethostname()}:{port}"
+        values: dict[str, Any] = {"database_url": database_url, **_database_auth(env, database_url)}
+        port = values["port"] = _read_setting(env, "port")
+        values["host"] = _listen_host(_read_setting(env, "host"), port)
+        instance_id = _read_setting(env, "instance_id") or f"{socket.gethostname()}:{port}"
         if not _INSTANCE_ID.match(instance_id):
             raise ConfigError(
                 f"INSTANCE_ID must be 1-128 printable ASCII characters without spaces (got {instance_id!r})"
             )
-        pool_min = _int(env, "DB_POOL_MIN", 1, low=0, high=100)
-        pool_max = _int(env, "DB_POOL_MAX", 10, low=1, high=100)
+        values["instance_id"] = instance_id
+        pool_min = values["db_pool_min"] = _read_setting(env, "db_pool_min")
+        pool_max = values["db_pool_max"] = _read_setting(env, "db_pool_max")
         if pool_max < pool_min:
             raise ConfigError(f"DB_POOL_MAX ({pool_max}) must be >= DB_POOL_MIN ({pool_min})")
-        return cls(
-            database_url=database_url,
-            host=host,
-            port=port,
-            color=_choice(env, "COLOR", "blue", ("blue", "green")),  # type: ignore[arg-type]
-            app_version=_app_version(env.get("APP_VERSION", "dev").strip() or "dev"),
-            instance_id=instance_id,
-            drain_seconds=_seconds(env, "DRAIN_SECONDS", 5.0, high=600),
-            shutdown_timeout_seconds=_seconds(env, "SHUTDOWN_TIMEOUT_SECONDS", 20.0, high=3600),
-            discovery=parse_discovery(env.get("CLUSTER_DISCOVERY", "")),
-            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 0, low=0, high=10_000_000),
-            rate_limit_max_clients=_int(env, "RATE_LIMIT_MAX_CLIENTS", 100_000, low=1, high=10_000_000),
-            trusted_proxies=parse_trusted_proxies(env.get("TRUSTED_PROXIES", "")),
-            cluster_interval_seconds=_seconds(env, "CLUSTER_INTERVAL_SECONDS", 5.0, high=300, low=0.1),
-            cluster_dns_server=_dns_server(env.get("CLUSTER_DNS_SERVER", "")),
-            ws_max_per_client=_int(env, "WS_MAX_PER_CLIENT", 10, low=1, high=100_000),
-            ws_max_connections=_int(env, "WS_MAX_CONNECTIONS", 1024, low=1, high=1_000_000),
-            ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 4096, low=125, high=16 * 1024 * 1024),
-            ws_handshakes_per_minute=_int(env, "WS_HANDSHAKES_PER_MINUTE", 60, low=0, high=10_000_000),
-            log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),  # type: ignore[arg-type]
-            log_level=_choice(env, "LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
-            db_pool_min=pool_min,
-            db_pool_max=pool_max,
-            db_pool_max_queries=_int(env, "DB_POOL_MAX_QUERIES", 50_000, low=1, high=100_000_000),
-            db_pool_max_inactive_seconds=_seconds(env, "DB_POOL_MAX_INACTIVE_SECONDS", 300.0, high=86400),
-            database_auth=auth.mode,
-            database_password_file=auth.password_file,
-            database_region=auth.region,
-            database_secret_arn=auth.secret_arn,
-            database_auth_retry_seconds=_seconds(env, "DATABASE_AUTH_RETRY_SECONDS", 5.0, high=300),
-            db_ping_timeout_seconds=_seconds(env, "DB_PING_TIMEOUT_SECONDS", 1.0, high=60, low=0.05),
-            ready_cache_seconds=_seconds(env, "READY_CACHE_SECONDS", 1.0, high=60),
-            db_acquire_timeout_seconds=_seconds(env, "DB_ACQUIRE_TIMEOUT_SECONDS", 2.0, high=300, low=0.05),
-            db_statement_timeout_seconds=_seconds(env, "DB_STATEMENT_TIMEOUT_SECONDS", 5.0, high=3600),
-            db_command_timeout_seconds=_seconds(env, "DB_COMMAND_TIMEOUT_SECONDS", 6.0, high=3600, low=0.05),
-            http_max_header_bytes=_int(env, "HTTP_MAX_HEADER_BYTES", 32 * 1024, low=1024, high=1024 * 1024),
-            http_header_timeout_seconds=_seconds(env, "HTTP_HEADER_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
-            http_body_timeout_seconds=_seconds(env, "HTTP_BODY_TIMEOUT_SECONDS", 10.0, high=600, low=0.1),
-            http_max_connections=_int(env, "HTTP_MAX_CONNECTIONS", 2048, low=1, high=1_000_000),
-            http_keep_alive_seconds=_seconds(env, "HTTP_KEEP_ALIVE_SECONDS", 75.0, high=4000, low=1),
-        )
+        for spec in fields(cls):
+            if spec.name not in values and _ENV in spec.metadata:
+                values[spec.name] = _read_setting(env, spec.name)
+        return cls(**values)
 
 
-@dataclass(frozen=True)
-class _Auth:
-    mode: DatabaseAuth
-    password_file: str = ""
-    region: str = ""
-    secret_arn: str = ""
+def _read_setting(env: Mapping[str, str], name: str) -> Any:
+    """Settings field `name` read from `env` by its _Var, the field's default when unset."""
+    spec = next(f for f in fields(Settings) if f.name == name)
+    var: _Var = spec.metadata[_ENV]
+    return var.read(env, var.name, spec.default)
 
 
-def _database_auth(env: Mapping[str, str], url: str) -> _Auth:
-    """DATABASE_AUTH and the variables its mode needs; in every mode but `url` the URL
-    carries no password (it would be stale after the first rotation)."""
-    mode: DatabaseAuth = _choice(env, "DATABASE_AUTH", "url", DATABASE_AUTH_MODES)  # type: ignore[assignment]
+def _database_auth(env: Mapping[str, str], url: str) -> dict[str, str]:
+    """DATABASE_AUTH and the variables its mode needs (as Settings fields); in every mode but
+    `url` the URL carries no password (it would be stale after the first rotation)."""
+    mode: DatabaseAuth = _read_setting(env, "database_auth")
     if mode == "url":
-        return _Auth(mode)
+        return {"database_auth": mode}
     user, password, hosts = _url_login(url)
     if password:
         raise ConfigError(
@@ -195,7 +246,7 @@ def _database_auth(env: Mapping[str, str], url: str) -> _Auth:
             )
         if not user:
             raise ConfigError("DATABASE_URL must name the user when DATABASE_AUTH is password-file")
-        return _Auth(mode, password_file=path)
+        return {"database_auth": mode, "database_password_file": path}
     if mode == "iam":
         region = _region(env)
         if not user or len(hosts) != 1:
@@ -203,14 +254,14 @@ def _database_auth(env: Mapping[str, str], url: str) -> _Auth:
                 "DATABASE_URL must name the user and exactly one host when DATABASE_AUTH is iam "
                 "(an IAM token is signed for one host, port and user)"
             )
-        return _Auth(mode, region=region)
+        return {"database_auth": mode, "database_region": region}
     arn = _raw(env, "DATABASE_SECRET_ARN", "a Secrets Manager secret ARN") or ""
     if not _SECRET_ARN.match(arn):
         raise ConfigError(
             "DATABASE_SECRET_ARN must be a Secrets Manager secret ARN "
             f"(arn:aws:secretsmanager:<region>:<account>:secret:<name>) when DATABASE_AUTH is secrets-manager (got {arn!r})"
         )
-    return _Auth(mode, secret_arn=arn)
+    return {"database_auth": mode, "database_secret_arn": arn}
 
 
 def _region(env: Mapping[str, str]) -> str:

@@ -21,10 +21,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from cutover_infra.budget import DrainBudget, DrainBudgetError, budget_for_deregistration
+from cutover_infra.budget import (
+    ALB_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_KEEP_ALIVE_SECONDS,
+    DrainBudget,
+    DrainBudgetError,
+    budget_for_deregistration,
+)
 
 COLORS = ("blue", "green")
 
@@ -85,11 +91,11 @@ class ClusterConfig:
     support_type: str = "STANDARD"
     node_instance_type: str = "m6i.large"
     node_min: int = 2
-    node_max: int = 4
-    node_desired: int = 2
+    node_max: int = 4  # parse: at least nodeMin
+    node_desired: int = node_min  # parse: nodeDesired defaults to the stack's nodeMin
     existing: ExistingCluster | None = None
     access: ClusterAccess = field(default_factory=ClusterAccess)
-    load_balancer_controller: bool = True
+    load_balancer_controller: bool = True  # parse: defaults to `create`
     # The API endpoint (created clusters): public only to `publicAccessCidrs`, or private only
     # (`endpointPublicAccess: false`); one of the two must be chosen. Private access is always on.
     endpoint_public_access: bool = False
@@ -101,10 +107,10 @@ class ClusterConfig:
 class DatabaseConfig:
     instance_class: str = "db.t4g.medium"
     allocated_storage: int = 20
-    max_allocated_storage: int = 100
+    max_allocated_storage: int = 100  # parse: at least allocatedStorage
     multi_az: bool = False
     backup_retention_days: int = 7
-    deletion_protection: bool = False
+    deletion_protection: bool = False  # parse: defaults to cutover:protect
     engine_version: str = "16"
     cidr: str = ""  # where the database lives: the chart's Postgres egress NetworkPolicy rule
 
@@ -112,7 +118,7 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class ColorConfig:
     image: str
-    replicas: int
+    replicas: int = 2
 
 
 @dataclass(frozen=True)
@@ -123,15 +129,32 @@ class TrafficConfig:
 
 
 @dataclass(frozen=True)
+class DrainConfig:
+    """`cutover:drain`, the inputs of the drain budget (`budget_for_deregistration`)."""
+
+    deregistration_delay_seconds: int = 10
+    drain_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 20.0
+    margin_seconds: int = 5
+
+
+# The app's keep-alive defaults to this much over the ALB's idle timeout, when that is raised.
+KEEP_ALIVE_OVER_IDLE_SECONDS = 15
+
+
+@dataclass(frozen=True)
 class LoadBalancerConfig:
-    idle_timeout_seconds: int = 60
-    app_keep_alive_seconds: int = 75  # must outlive the ALB's idle timeout (else 502s)
+    idle_timeout_seconds: int = ALB_IDLE_TIMEOUT_SECONDS
+    # must outlive the ALB's idle timeout (else 502s); parse: at least idle + KEEP_ALIVE_OVER_IDLE_SECONDS
+    app_keep_alive_seconds: int = DEFAULT_KEEP_ALIVE_SECONDS
     access_log_retention_days: int = 90  # the ALBs' access logs bucket expires older logs
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    create: bool = False  # an ECR repository made by the program (its URL is the imageRepository)
+    # an ECR repository made by the program (its URL is the imageRepository); parse: defaults
+    # to true when cutover:imageRepository is unset
+    create: bool = False
     keep_images: int = 100  # the lifecycle policy expires older images
 
 
@@ -160,6 +183,28 @@ class StackConfig:
     @property
     def is_production(self) -> bool:
         return self.tier == "production"
+
+
+# The production tier's defaults, where they differ from the dataclasses' (non-production)
+# ones: the only tier-dependent defaults. `cutover:protect` (and with it
+# database.deletionProtection) defaults to the tier too: true for production.
+PRODUCTION_DEFAULTS: dict[tuple[type, str], object] = {
+    (NetworkConfig, "nat_gateway_per_az"): True,
+    (DatabaseConfig, "multi_az"): True,
+    (DatabaseConfig, "backup_retention_days"): 14,
+    (ColorConfig, "replicas"): 3,
+}
+
+
+def default(cls: type, name: str, production: bool = False) -> Any:
+    """The default of `cls.name`: the dataclass field's, or PRODUCTION_DEFAULTS' for the
+    production tier. Every parser takes its defaults from here, so each lives in one place."""
+    if production and (cls, name) in PRODUCTION_DEFAULTS:
+        return PRODUCTION_DEFAULTS[(cls, name)]
+    spec = next(f for f in fields(cls) if f.name == name)
+    if spec.default is MISSING and spec.default_factory is not MISSING:
+        return spec.default_factory()
+    return spec.default
 
 
 # --------------------------------------------------------------------------- parsing
@@ -275,24 +320,25 @@ _ADD_ADMIN = "pulumi config set --path 'cutover:cluster.access.admins[0]' arn:aw
 
 
 def _cluster_version(cl: Mapping[str, Any]) -> str:
-    value = cl.get("version", ClusterConfig.version)
+    version = default(ClusterConfig, "version")
+    value = cl.get("version", version)
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise _fail(
             "cluster.version",
             f"is the number {value!r}, not a string (YAML reads an unquoted 1.30 as 1.3)",
-            f'quote it in Pulumi.<stack>.yaml: version: "{ClusterConfig.version}"',
+            f'quote it in Pulumi.<stack>.yaml: version: "{version}"',
         )
     if not isinstance(value, str) or not _K8S_VERSION.match(value):
         raise _fail(
             "cluster.version",
-            f'must be a Kubernetes minor version such as "{ClusterConfig.version}" (got {value!r})',
-            f"pulumi config set --path cutover:cluster.version {ClusterConfig.version}",
+            f'must be a Kubernetes minor version such as "{version}" (got {value!r})',
+            f"pulumi config set --path cutover:cluster.version {version}",
         )
     return value
 
 
 def _support_type(cl: Mapping[str, Any]) -> str:
-    value = cl.get("supportType", ClusterConfig.support_type)
+    value = cl.get("supportType", default(ClusterConfig, "support_type"))
     if value not in ("STANDARD", "EXTENDED"):
         raise _fail(
             "cluster.supportType",
@@ -364,9 +410,9 @@ _GO_PRIVATE = (
 )
 
 
-def log_retention(section: Mapping[str, Any], key: str, path: str, default: int = 90) -> int:
-    """A CloudWatch Logs retention in days: one of the periods CloudWatch accepts."""
-    value = section.get(key, default)
+def log_retention(section: Mapping[str, Any], key: str, path: str, fallback: int) -> int:
+    """A CloudWatch Logs retention in days (`fallback` when unset): one CloudWatch accepts."""
+    value = section.get(key, fallback)
     if isinstance(value, bool) or value not in LOG_RETENTION_DAYS:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         above = [d for d in LOG_RETENTION_DAYS if number and d >= value]
@@ -374,7 +420,7 @@ def log_retention(section: Mapping[str, Any], key: str, path: str, default: int 
             path,
             f"must be a CloudWatch Logs retention period, one of {', '.join(map(str, LOG_RETENTION_DAYS))} "
             f"(got {value!r})",
-            f"pulumi config set --path cutover:{path} {above[0] if above else default}",
+            f"pulumi config set --path cutover:{path} {above[0] if above else fallback}",
         )
     return int(value)
 
@@ -465,12 +511,50 @@ def _created_cluster_only(cl: Mapping[str, Any], net: Mapping[str, Any], create:
 def parse(
     raw: Mapping[str, Any], *, stack: str, region: str | None, is_secret: Callable[[str], bool]
 ) -> StackConfig:
-    """Validate raw config (the `cutover:` keys, objects already decoded) into a StackConfig."""
+    """Validate raw config (the `cutover:` keys, objects already decoded) into a StackConfig.
+
+    One function per section, called in this order (the first bad key found is the one named);
+    each takes its defaults from `default` (the dataclasses and PRODUCTION_DEFAULTS)."""
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         raise _fail(unknown[0], "is not a known key", f"use one of {', '.join(sorted(_TOP))} (a typo?)")
     if not region:
         raise ConfigError("aws:region is not set; fix: pulumi config set aws:region eu-west-1")
+    environment = _environment(raw, stack)
+    tier = _tier(raw, environment)
+    production = tier == "production"
+    teardown = _bool(raw, "teardown", "teardown", default(StackConfig, "teardown"))
+    protect = False if teardown else _bool(raw, "protect", "protect", production)
+
+    domain = _string(raw, "domain", "domain", _DOMAIN, "ledger.example.com")
+    zone = _string(raw, "hostedZoneId", "hostedZoneId", _ZONE_ID, "Z0123456789ABCDEFGHIJ")
+    registry, repository = _registry(raw)
+    network = _network(raw, region, production)
+    cluster = _cluster(raw, is_secret)
+    return StackConfig(
+        environment=environment,
+        region=region,
+        domain=domain,
+        hosted_zone_id=zone,
+        image_repository=repository,
+        network=network,
+        cluster=cluster,
+        database=_database(
+            raw, network, cluster.existing, production=production, protect=protect, teardown=teardown
+        ),
+        colors=_colors(raw, production),
+        traffic=_traffic(raw),
+        drain=_drain(raw),
+        protect=protect,
+        tier=tier,
+        teardown=teardown,
+        load_balancer=_load_balancer(raw),
+        registry=registry,
+    )
+
+
+def _environment(raw: Mapping[str, Any], stack: str) -> str:
+    """`cutover:environment`, default the stack's name."""
     environment = str(raw.get("environment") or stack)
     if environment not in ("dev", "staging", "prod") and not re.match(r"^[a-z][a-z0-9-]{1,20}$", environment):
         raise _fail(
@@ -478,23 +562,26 @@ def parse(
             f"must be a short lowercase name (got {environment!r})",
             "pulumi config set cutover:environment dev",
         )
-    tier = raw.get("tier", "production" if environment == "prod" else "non-production")
+    return environment
+
+
+def _tier(raw: Mapping[str, Any], environment: str) -> str:
+    """`cutover:tier`, default production for the `prod` environment (existing stacks keep
+    their shape), else the dataclass's."""
+    tier = raw.get("tier", "production" if environment == "prod" else default(StackConfig, "tier"))
     if tier not in TIERS:
         raise _fail(
             "tier",
             f"must be production or non-production (got {tier!r})",
             "pulumi config set cutover:tier production",
         )
-    production = tier == "production"
-    teardown = _bool(raw, "teardown", "teardown", False)
-    protect = False if teardown else _bool(raw, "protect", "protect", production)
+    return str(tier)
 
-    domain = _string(raw, "domain", "domain", _DOMAIN, "ledger.example.com")
-    zone = _string(raw, "hostedZoneId", "hostedZoneId", _ZONE_ID, "Z0123456789ABCDEFGHIJ")
-    registry, repository = _registry(raw)
 
+def _network(raw: Mapping[str, Any], region: str, production: bool) -> NetworkConfig:
+    """`cutover:network`; availabilityZones default to the region's a, b and c."""
     net = _object(raw, "network")
-    cidr = str(net.get("cidr", NetworkConfig.cidr))
+    cidr = str(net.get("cidr", default(NetworkConfig, "cidr")))
     zones = tuple(net.get("availabilityZones") or (f"{region}a", f"{region}b", f"{region}c"))
     if len(zones) < 2 or len(set(zones)) != len(zones) or not all(z.startswith(region) for z in zones):
         raise _fail(
@@ -503,41 +590,30 @@ def parse(
             f"pulumi config set --path 'cutover:network.availabilityZones[1]' {region}b",
         )
     _check_network_cidr(cidr, len(zones))
-    network = NetworkConfig(
+    return NetworkConfig(
         cidr,
         zones,
-        _bool(net, "natGatewayPerAz", "network.natGatewayPerAz", production),
-        log_retention(net, "flowLogRetentionDays", "network.flowLogRetentionDays"),
+        _bool(
+            net,
+            "natGatewayPerAz",
+            "network.natGatewayPerAz",
+            default(NetworkConfig, "nat_gateway_per_az", production),
+        ),
+        log_retention(
+            net,
+            "flowLogRetentionDays",
+            "network.flowLogRetentionDays",
+            default(NetworkConfig, "flow_log_retention_days"),
+        ),
     )
 
+
+def _cluster(raw: Mapping[str, Any], is_secret: Callable[[str], bool]) -> ClusterConfig:
+    """`cutover:cluster` (and `cutover:kubeconfig`, the secret an existing cluster needs)."""
     cl = _object(raw, "cluster")
-    create = _bool(cl, "create", "cluster.create", True)
-    _created_cluster_only(cl, net, create)
-    existing = None
-    if not create:
-        if "kubeconfig" not in raw:
-            raise _fail(
-                "kubeconfig",
-                "is required when cluster.create is false",
-                'pulumi config set --secret cutover:kubeconfig "$(cat kubeconfig.yaml)"',
-            )
-        existing = ExistingCluster(
-            name=_string(cl, "name", "cluster.name"),
-            oidc_provider_arn=_string(
-                cl,
-                "oidcProviderArn",
-                "cluster.oidcProviderArn",
-                re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/"),
-            ),
-            oidc_issuer_url=_string(cl, "oidcIssuerUrl", "cluster.oidcIssuerUrl", re.compile(r"^https://")),
-            vpc_id=_string(cl, "vpcId", "cluster.vpcId", re.compile(r"^vpc-[0-9a-f]+$")),
-            public_subnet_ids=_strings(cl, "publicSubnetIds", "cluster.publicSubnetIds"),
-            private_subnet_ids=_strings(cl, "privateSubnetIds", "cluster.privateSubnetIds"),
-            node_security_group_id=_string(
-                cl, "nodeSecurityGroupId", "cluster.nodeSecurityGroupId", re.compile(r"^sg-[0-9a-f]+$")
-            ),
-            vpc_cidr=_vpc_cidr(cl),
-        )
+    create = _bool(cl, "create", "cluster.create", default(ClusterConfig, "create"))
+    _created_cluster_only(cl, _object(raw, "network"), create)
+    existing = None if create else _existing_cluster(raw, cl)
     if "kubeconfig" in raw and not is_secret("kubeconfig"):
         raise _fail(
             "kubeconfig",
@@ -545,13 +621,15 @@ def parse(
             'pulumi config set --secret cutover:kubeconfig "$(cat kubeconfig.yaml)"',
         )
     endpoint_public_access, public_access_cidrs = _public_endpoint(cl, create)
-    node_min = _int(cl, "nodeMin", "cluster.nodeMin", 2, 1, 100)
-    node_max = _int(cl, "nodeMax", "cluster.nodeMax", max(4, node_min), node_min, 200)
-    cluster = ClusterConfig(
+    node_min = _int(cl, "nodeMin", "cluster.nodeMin", default(ClusterConfig, "node_min"), 1, 100)
+    node_max = _int(
+        cl, "nodeMax", "cluster.nodeMax", max(default(ClusterConfig, "node_max"), node_min), node_min, 200
+    )
+    return ClusterConfig(
         create=create,
         version=_cluster_version(cl),
         support_type=_support_type(cl),
-        node_instance_type=str(cl.get("nodeInstanceType", ClusterConfig.node_instance_type)),
+        node_instance_type=str(cl.get("nodeInstanceType", default(ClusterConfig, "node_instance_type"))),
         node_min=node_min,
         node_max=node_max,
         node_desired=_int(cl, "nodeDesired", "cluster.nodeDesired", node_min, node_min, node_max),
@@ -560,32 +638,86 @@ def parse(
         load_balancer_controller=_load_balancer_controller(cl, create),
         endpoint_public_access=endpoint_public_access,
         public_access_cidrs=public_access_cidrs,
-        log_retention_days=log_retention(cl, "logRetentionDays", "cluster.logRetentionDays"),
+        log_retention_days=log_retention(
+            cl, "logRetentionDays", "cluster.logRetentionDays", default(ClusterConfig, "log_retention_days")
+        ),
     )
 
+
+def _existing_cluster(raw: Mapping[str, Any], cl: dict[str, Any]) -> ExistingCluster:
+    """The cluster (and VPC) this stack deploys into when `cluster.create` is false."""
+    if "kubeconfig" not in raw:
+        raise _fail(
+            "kubeconfig",
+            "is required when cluster.create is false",
+            'pulumi config set --secret cutover:kubeconfig "$(cat kubeconfig.yaml)"',
+        )
+    return ExistingCluster(
+        name=_string(cl, "name", "cluster.name"),
+        oidc_provider_arn=_string(
+            cl,
+            "oidcProviderArn",
+            "cluster.oidcProviderArn",
+            re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/"),
+        ),
+        oidc_issuer_url=_string(cl, "oidcIssuerUrl", "cluster.oidcIssuerUrl", re.compile(r"^https://")),
+        vpc_id=_string(cl, "vpcId", "cluster.vpcId", re.compile(r"^vpc-[0-9a-f]+$")),
+        public_subnet_ids=_strings(cl, "publicSubnetIds", "cluster.publicSubnetIds"),
+        private_subnet_ids=_strings(cl, "privateSubnetIds", "cluster.privateSubnetIds"),
+        node_security_group_id=_string(
+            cl, "nodeSecurityGroupId", "cluster.nodeSecurityGroupId", re.compile(r"^sg-[0-9a-f]+$")
+        ),
+        vpc_cidr=_vpc_cidr(cl),
+    )
+
+
+def _database(
+    raw: Mapping[str, Any],
+    network: NetworkConfig,
+    existing: ExistingCluster | None,
+    *,
+    production: bool,
+    protect: bool,
+    teardown: bool,
+) -> DatabaseConfig:
+    """`cutover:database`; deletionProtection defaults to cutover:protect (off while tearing
+    down), and the production tier requires it and multiAz."""
     db = _object(raw, "database")
-    instance_class = str(db.get("instanceClass", DatabaseConfig.instance_class))
+    instance_class = str(db.get("instanceClass", default(DatabaseConfig, "instance_class")))
     if not _INSTANCE_CLASS.match(instance_class):
         raise _fail(
             "database.instanceClass",
             f"must look like db.<family>.<size> (got {instance_class!r})",
             "pulumi config set --path cutover:database.instanceClass db.r6g.large",
         )
-    allocated = _int(db, "allocatedStorage", "database.allocatedStorage", 20, 20, 65536)
+    allocated = _int(
+        db,
+        "allocatedStorage",
+        "database.allocatedStorage",
+        default(DatabaseConfig, "allocated_storage"),
+        20,
+        65536,
+    )
+    most = max(default(DatabaseConfig, "max_allocated_storage"), allocated)
     database = DatabaseConfig(
         instance_class=instance_class,
         allocated_storage=allocated,
         max_allocated_storage=_int(
-            db, "maxAllocatedStorage", "database.maxAllocatedStorage", max(100, allocated), allocated, 65536
+            db, "maxAllocatedStorage", "database.maxAllocatedStorage", most, allocated, 65536
         ),
-        multi_az=_bool(db, "multiAz", "database.multiAz", production),
+        multi_az=_bool(db, "multiAz", "database.multiAz", default(DatabaseConfig, "multi_az", production)),
         backup_retention_days=_int(
-            db, "backupRetentionDays", "database.backupRetentionDays", 14 if production else 7, 1, 35
+            db,
+            "backupRetentionDays",
+            "database.backupRetentionDays",
+            default(DatabaseConfig, "backup_retention_days", production),
+            1,
+            35,
         ),
         deletion_protection=False
         if teardown
         else _bool(db, "deletionProtection", "database.deletionProtection", protect),
-        engine_version=str(db.get("engineVersion", DatabaseConfig.engine_version)),
+        engine_version=str(db.get("engineVersion", default(DatabaseConfig, "engine_version"))),
         cidr=_database_cidr(db, network, existing),
     )
     if production and not teardown and not (database.deletion_protection and database.multi_az):
@@ -595,7 +727,11 @@ def parse(
             "pulumi config set --path cutover:database.deletionProtection true (and multiAz); "
             "to tear the stack down: pulumi config set cutover:teardown true",
         )
+    return database
 
+
+def _colors(raw: Mapping[str, Any], production: bool) -> dict[str, ColorConfig]:
+    """`cutover:colors` (replicas per color) and `cutover:<color>Image`."""
     colors_raw = raw.get("colors") or {}
     if not isinstance(colors_raw, dict) or set(colors_raw) - set(COLORS):
         raise _fail(
@@ -603,6 +739,7 @@ def parse(
             "must be an object with blue and/or green",
             "pulumi config set --path cutover:colors.blue.replicas 3",
         )
+    replicas = default(ColorConfig, "replicas", production)
     colors = {}
     for color in COLORS:
         section = colors_raw.get(color) or {}
@@ -614,11 +751,15 @@ def parse(
                 f"pulumi config set cutover:{color}Image v1.0.0",
             )
         colors[color] = ColorConfig(
-            image, _int(section, "replicas", f"colors.{color}.replicas", 3 if production else 2, 0, 100)
+            image, _int(section, "replicas", f"colors.{color}.replicas", replicas, 0, 100)
         )
+    return colors
 
+
+def _traffic(raw: Mapping[str, Any]) -> TrafficConfig:
+    """`cutover:traffic`: the first weights, the records' TTL and the ALB's stickiness."""
     tr = _object(raw, "traffic")
-    weights = tr.get("initialWeights", {"blue": 100, "green": 0})
+    weights = tr.get("initialWeights", default(TrafficConfig, "initial_weights"))
     if (
         not isinstance(weights, dict)
         or set(weights) != set(COLORS)
@@ -630,48 +771,55 @@ def parse(
             f"must give blue and green weights 0-100 summing to 100 (got {weights!r})",
             "pulumi config set --path cutover:traffic.initialWeights.blue 100",
         )
-    traffic = TrafficConfig(
+    return TrafficConfig(
         dict(weights),
-        _int(tr, "ttl", "traffic.ttl", 60, 5, 86400),
-        _int(tr, "stickinessSeconds", "traffic.stickinessSeconds", 3600, 1, 604800),
+        _int(tr, "ttl", "traffic.ttl", default(TrafficConfig, "ttl"), 5, 86400),
+        _int(
+            tr,
+            "stickinessSeconds",
+            "traffic.stickinessSeconds",
+            default(TrafficConfig, "stickiness_seconds"),
+            1,
+            604800,
+        ),
     )
 
+
+def _drain(raw: Mapping[str, Any]) -> DrainBudget:
+    """`cutover:drain` (DrainConfig's keys) checked into the tightest valid DrainBudget."""
     dr = _object(raw, "drain")
     try:
-        drain = budget_for_deregistration(
-            _int(dr, "deregistrationDelaySeconds", "drain.deregistrationDelaySeconds", 10, 0, 3600),
-            _number(dr, "drainSeconds", "drain.drainSeconds", 5, 0, 600),
-            _number(dr, "shutdownTimeoutSeconds", "drain.shutdownTimeoutSeconds", 20, 0, 3600),
-            _int(dr, "marginSeconds", "drain.marginSeconds", 5, 0, 600),
+        return budget_for_deregistration(
+            _int(
+                dr,
+                "deregistrationDelaySeconds",
+                "drain.deregistrationDelaySeconds",
+                default(DrainConfig, "deregistration_delay_seconds"),
+                0,
+                3600,
+            ),
+            _number(dr, "drainSeconds", "drain.drainSeconds", default(DrainConfig, "drain_seconds"), 0, 600),
+            _number(
+                dr,
+                "shutdownTimeoutSeconds",
+                "drain.shutdownTimeoutSeconds",
+                default(DrainConfig, "shutdown_timeout_seconds"),
+                0,
+                3600,
+            ),
+            _int(dr, "marginSeconds", "drain.marginSeconds", default(DrainConfig, "margin_seconds"), 0, 600),
         )
     except DrainBudgetError as exc:
         raise _fail("drain", str(exc), "adjust cutover:drain") from None
-
-    return StackConfig(
-        environment=environment,
-        region=region,
-        domain=domain,
-        hosted_zone_id=zone,
-        image_repository=repository,
-        network=network,
-        cluster=cluster,
-        database=database,
-        colors=colors,
-        traffic=traffic,
-        drain=drain,
-        protect=protect,
-        tier=tier,
-        teardown=teardown,
-        load_balancer=_load_balancer(raw),
-        registry=registry,
-    )
 
 
 def _registry(raw: Mapping[str, Any]) -> tuple[RegistryConfig, str]:
     """The ECR repository the program creates (imageRepository omitted), or the given one."""
     section = _object(raw, "registry")
     create = _bool(section, "create", "registry.create", "imageRepository" not in raw)
-    keep = _int(section, "keepImages", "registry.keepImages", RegistryConfig.keep_images, 10, 10000)
+    keep = _int(
+        section, "keepImages", "registry.keepImages", default(RegistryConfig, "keep_images"), 10, 10000
+    )
     if create and "imageRepository" in raw:
         raise _fail(
             "imageRepository",
@@ -737,14 +885,14 @@ def fitting_cidr(cidr: str, zones: int) -> str:
     try:
         network = ipaddress.IPv4Network(cidr, strict=False)
     except ValueError:
-        return NetworkConfig.cidr
+        return str(default(NetworkConfig, "cidr"))
     if network.prefixlen < 16:
         network = next(network.subnets(new_prefix=16))
     for prefix in range(min(network.prefixlen, 28), 15, -1):
         candidate = str(network.supernet(new_prefix=prefix))
         if network_cidr_problem(candidate, zones) is None:
             return candidate
-    return NetworkConfig.cidr
+    return str(default(NetworkConfig, "cidr"))
 
 
 def _vpc_cidr(cl: Mapping[str, Any]) -> str:
@@ -801,9 +949,19 @@ MAX_ACCESS_LOG_DAYS = 3653  # ten years of ALB access logs at most
 
 
 def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancerConfig:
+    """`cutover:loadBalancer`; the app's keep-alive defaults to outlive the idle timeout."""
     section = _object(raw, "loadBalancer")
-    idle = _int(section, "idleTimeoutSeconds", "loadBalancer.idleTimeoutSeconds", 60, 1, 4000)
-    default_keep_alive = max(75, idle + 15)
+    idle = _int(
+        section,
+        "idleTimeoutSeconds",
+        "loadBalancer.idleTimeoutSeconds",
+        default(LoadBalancerConfig, "idle_timeout_seconds"),
+        1,
+        4000,
+    )
+    default_keep_alive = max(
+        default(LoadBalancerConfig, "app_keep_alive_seconds"), idle + KEEP_ALIVE_OVER_IDLE_SECONDS
+    )
     keep_alive = _int(
         section, "appKeepAliveSeconds", "loadBalancer.appKeepAliveSeconds", default_keep_alive, 1, 4600
     )
@@ -815,7 +973,12 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancerConfig:
             f"pulumi config set --path cutover:loadBalancer.appKeepAliveSeconds {default_keep_alive}",
         )
     retention = _int(
-        section, "accessLogRetentionDays", "loadBalancer.accessLogRetentionDays", 90, 1, MAX_ACCESS_LOG_DAYS
+        section,
+        "accessLogRetentionDays",
+        "loadBalancer.accessLogRetentionDays",
+        default(LoadBalancerConfig, "access_log_retention_days"),
+        1,
+        MAX_ACCESS_LOG_DAYS,
     )
     return LoadBalancerConfig(idle, keep_alive, retention)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import os
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import sys
 import asyncpg
 import pytest
 
-from ledger.config import ConfigError, Settings
+from ledger.config import ConfigError, Discovery, Settings
 
 GOOD = {"DATABASE_URL": "postgresql://u:secret-pw@db:5432/ledger"}
 
@@ -274,3 +276,59 @@ def test_migrate_with_bad_config_changes_nothing(empty_database: str) -> None:
             await conn.close()
 
     assert asyncio.run(tables()) == []
+
+
+# ------------------------------------------------------------- each default in one place
+
+
+def test_unset_variables_take_the_field_defaults() -> None:
+    settings = Settings.from_env(GOOD)
+    assert settings == Settings(database_url=GOOD["DATABASE_URL"], instance_id=settings.instance_id)
+
+
+# Another value for each setting whose default is not a number (numbers: default + 1 or + 0.5).
+CHANGED_SETTINGS: dict[str, object] = {
+    "host": "127.0.0.1",
+    "color": "green",
+    "app_version": "v9",
+    "discovery": Discovery(mode="dns", dns_name="peers.ledger.local"),
+    "trusted_proxies": (ipaddress.ip_network("10.0.0.0/8"),),
+    "cluster_dns_server": "127.0.0.1:5353",
+    "log_format": "text",
+    "log_level": "DEBUG",
+    "database_auth": "iam",  # with AWS_REGION set and a URL without a password
+}
+# Fields without a default of their own: required, derived, or set by DATABASE_AUTH's mode.
+NOT_DEFAULTED = {
+    "database_url",
+    "instance_id",
+    "database_password_file",
+    "database_region",
+    "database_secret_arn",
+}
+
+
+def changed_default(spec: dataclasses.Field[object]) -> object:
+    if spec.name in CHANGED_SETTINGS:
+        return CHANGED_SETTINGS[spec.name]
+    assert isinstance(spec.default, int | float) and not isinstance(spec.default, bool), (
+        f"Settings.{spec.name}: add another value for it to CHANGED_SETTINGS (or NOT_DEFAULTED)"
+    )
+    return spec.default + (0.5 if isinstance(spec.default, float) else 1)
+
+
+def test_from_env_takes_each_default_from_its_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = {}
+    for spec in dataclasses.fields(Settings):
+        if spec.name not in NOT_DEFAULTED:
+            changed[spec.name] = changed_default(spec)
+            monkeypatch.setattr(spec, "default", changed[spec.name])
+            monkeypatch.setattr(Settings, spec.name, changed[spec.name])
+    settings = Settings.from_env({"DATABASE_URL": NO_PASSWORD, "AWS_REGION": "eu-west-1"})
+    wrong = [
+        f"{name}: parsed {getattr(settings, name)!r}, declared {value!r}"
+        for name, value in changed.items()
+        if getattr(settings, name) != value
+    ]
+    assert wrong == []
+    assert settings.database_region == "eu-west-1"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
-from cutover_infra.config import ConfigError, parse
+from cutover_infra import config as cfg
+from cutover_infra.budget import budget_for_deregistration
+from cutover_infra.config import ConfigError, StackConfig, parse
 
 from tests.infra.harness import Run, run_program, stack_config
 
@@ -146,3 +149,202 @@ def test_defaults_follow_the_environment() -> None:
         )
     assert prod.protect and prod.network.nat_gateway_per_az and prod.database.backup_retention_days == 14
     assert prod.drain.pre_stop_sleep == 15 and prod.drain.termination_grace == 45
+
+
+# ------------------------------------------------------------- each default in one place
+
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/admin"
+MINIMAL = {
+    "domain": "ledger.example.com",
+    "hostedZoneId": "Z0PRODEXAMPLE1234",
+    "imageRepository": "r",
+    "blueImage": "v1",
+    "greenImage": "v1",
+    "cluster": {"access": {"admins": [ADMIN_ROLE]}, "endpointPublicAccess": False},
+}
+
+
+def parse_minimal(stack: str = "dev", **extra: object) -> StackConfig:
+    """The smallest valid stack: every optional key unset."""
+    return parse({**MINIMAL, **extra}, stack=stack, region="eu-west-1", is_secret=lambda _k: False)
+
+
+def test_unset_keys_take_the_dataclass_defaults() -> None:
+    got = parse_minimal()
+    assert got.network == cfg.NetworkConfig(availability_zones=("eu-west-1a", "eu-west-1b", "eu-west-1c"))
+    assert got.cluster == cfg.ClusterConfig(access=cfg.ClusterAccess(admins=(ADMIN_ROLE,)))
+    assert dataclasses.replace(got.database, cidr="") == cfg.DatabaseConfig()
+    assert got.colors == {color: cfg.ColorConfig("v1") for color in cfg.COLORS}
+    assert got.traffic == cfg.TrafficConfig()
+    assert got.load_balancer == cfg.LoadBalancerConfig()
+    assert got.registry == cfg.RegistryConfig()
+    drain = cfg.DrainConfig()
+    assert got.drain == budget_for_deregistration(
+        drain.deregistration_delay_seconds,
+        drain.drain_seconds,
+        drain.shutdown_timeout_seconds,
+        drain.margin_seconds,
+    )
+    assert (got.tier, got.teardown, got.protect) == ("non-production", False, False)
+
+
+# Another value for every defaulted field the parser fills from its dataclass ...
+CHANGED_DEFAULTS: dict[tuple[str, str], object] = {
+    ("NetworkConfig", "cidr"): "10.30.0.0/16",
+    ("NetworkConfig", "nat_gateway_per_az"): True,
+    ("NetworkConfig", "flow_log_retention_days"): 30,
+    ("ClusterConfig", "version"): "1.35",
+    ("ClusterConfig", "support_type"): "EXTENDED",
+    ("ClusterConfig", "node_instance_type"): "m7i.large",
+    ("ClusterConfig", "node_min"): 3,
+    ("ClusterConfig", "node_max"): 6,
+    ("ClusterConfig", "log_retention_days"): 30,
+    ("DatabaseConfig", "instance_class"): "db.r6g.large",
+    ("DatabaseConfig", "allocated_storage"): 30,
+    ("DatabaseConfig", "max_allocated_storage"): 200,
+    ("DatabaseConfig", "multi_az"): True,
+    ("DatabaseConfig", "backup_retention_days"): 10,
+    ("DatabaseConfig", "engine_version"): "17",
+    ("ColorConfig", "replicas"): 4,
+    ("TrafficConfig", "initial_weights"): {"blue": 0, "green": 100},
+    ("TrafficConfig", "ttl"): 30,
+    ("TrafficConfig", "stickiness_seconds"): 600,
+    ("LoadBalancerConfig", "idle_timeout_seconds"): 100,
+    ("LoadBalancerConfig", "app_keep_alive_seconds"): 200,
+    ("LoadBalancerConfig", "access_log_retention_days"): 30,
+    ("RegistryConfig", "keep_images"): 50,
+    ("DrainConfig", "deregistration_delay_seconds"): 20,
+    ("DrainConfig", "drain_seconds"): 7.0,
+    ("DrainConfig", "shutdown_timeout_seconds"): 30.0,
+    ("DrainConfig", "margin_seconds"): 6,
+    ("StackConfig", "teardown"): True,
+}
+# ... and the defaulted fields whose default the parser derives from other values (documented
+# beside the field) or that the stack must choose.
+DERIVED_DEFAULTS = {
+    ("NetworkConfig", "availability_zones"),  # the region's a, b and c
+    ("ClusterConfig", "create"),  # false needs the existing cluster's keys
+    ("ClusterConfig", "node_desired"),  # nodeMin
+    ("ClusterConfig", "existing"),  # cluster.create false only
+    ("ClusterConfig", "access"),  # required for a created cluster
+    ("ClusterConfig", "load_balancer_controller"),  # cluster.create
+    ("ClusterConfig", "endpoint_public_access"),  # the stack chooses public ranges or private
+    ("ClusterConfig", "public_access_cidrs"),
+    ("DatabaseConfig", "deletion_protection"),  # cutover:protect
+    ("DatabaseConfig", "cidr"),  # the private subnets' block
+    ("RegistryConfig", "create"),  # imageRepository unset
+    ("StackConfig", "tier"),  # the environment
+    ("StackConfig", "load_balancer"),  # sections, parsed from their own keys
+    ("StackConfig", "registry"),
+}
+SECTIONS = (
+    "NetworkConfig", "ClusterConfig", "DatabaseConfig", "ColorConfig", "TrafficConfig",
+    "LoadBalancerConfig", "RegistryConfig", "DrainConfig", "StackConfig",
+)  # fmt: skip
+
+
+def change_default(monkeypatch: pytest.MonkeyPatch, cls: type, name: str, value: object) -> None:
+    """Make `value` the declared default of `cls.name` (field and class attribute)."""
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if spec.default is dataclasses.MISSING:
+        monkeypatch.setattr(spec, "default_factory", lambda: value)
+    else:
+        monkeypatch.setattr(spec, "default", value)
+        monkeypatch.setattr(cls, name, value)
+
+
+def test_every_defaulted_field_is_covered() -> None:
+    defaulted = {
+        (section, f.name)
+        for section in SECTIONS
+        for f in dataclasses.fields(getattr(cfg, section))
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    assert defaulted == set(CHANGED_DEFAULTS) | DERIVED_DEFAULTS
+
+
+def test_the_parser_takes_each_default_from_its_dataclass(monkeypatch: pytest.MonkeyPatch) -> None:
+    for (section, name), value in CHANGED_DEFAULTS.items():
+        change_default(monkeypatch, getattr(cfg, section), name, value)
+    got = parse_minimal()
+    drain_fields = {
+        "deregistration_delay_seconds": "deregistration_delay",
+        "drain_seconds": "drain_seconds",
+        "shutdown_timeout_seconds": "shutdown_timeout",
+        "margin_seconds": "margin",
+    }
+    parsed: dict[str, object] = {
+        "NetworkConfig": got.network,
+        "ClusterConfig": got.cluster,
+        "DatabaseConfig": got.database,
+        "ColorConfig": got.colors["green"],
+        "TrafficConfig": got.traffic,
+        "LoadBalancerConfig": got.load_balancer,
+        "RegistryConfig": got.registry,
+        "DrainConfig": got.drain,
+        "StackConfig": got,
+    }
+    wrong = []
+    for (section, name), value in CHANGED_DEFAULTS.items():
+        attribute = drain_fields[name] if section == "DrainConfig" else name
+        if getattr(parsed[section], attribute) != value:
+            wrong.append(
+                f"{section}.{name}: parsed {getattr(parsed[section], attribute)!r}, declared {value!r}"
+            )
+    assert wrong == []
+    assert got.cluster.node_desired == 3 and got.colors["blue"].replicas == 4  # nodeMin; both colors
+
+
+def test_production_defaults_live_in_one_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert all(dataclasses.is_dataclass(cls) for cls, _name in cfg.PRODUCTION_DEFAULTS)
+    assert {(cls.__name__, name) for cls, name in cfg.PRODUCTION_DEFAULTS} <= set(CHANGED_DEFAULTS)
+    for key, value in {
+        (cfg.NetworkConfig, "nat_gateway_per_az"): False,
+        (cfg.DatabaseConfig, "backup_retention_days"): 21,
+        (cfg.ColorConfig, "replicas"): 5,
+    }.items():
+        monkeypatch.setitem(cfg.PRODUCTION_DEFAULTS, key, value)
+    prod = parse_minimal("prod")
+    assert (prod.network.nat_gateway_per_az, prod.database.backup_retention_days) == (False, 21)
+    assert {c.replicas for c in prod.colors.values()} == {5}
+    assert prod.database.multi_az and prod.database.deletion_protection and prod.protect
+    dev = parse_minimal("dev")  # the non-production tier keeps the dataclasses' defaults
+    assert (
+        dev.network.nat_gateway_per_az,
+        dev.database.backup_retention_days,
+        dev.colors["blue"].replicas,
+    ) == (
+        False,
+        7,
+        2,
+    )
+
+
+SECTION_PARSERS = [
+    ("network", "_network"),
+    ("cluster", "_cluster"),
+    ("database", "_database"),
+    ("colors", "_colors"),
+    ("traffic", "_traffic"),
+    ("drain", "_drain"),
+    ("load_balancer", "_load_balancer"),
+    ("registry", "_registry"),
+]
+
+
+@pytest.mark.parametrize(("attribute", "function"), SECTION_PARSERS)
+def test_each_section_is_parsed_by_its_own_function(
+    monkeypatch: pytest.MonkeyPatch, attribute: str, function: str
+) -> None:
+    original = getattr(cfg, function)
+    results: list[object] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        results.append(original(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(cfg, function, spy)
+    got = parse_minimal()
+    assert len(results) == 1
+    section = results[0][0] if function == "_registry" else results[0]  # type: ignore[index]
+    assert getattr(got, attribute) is section
