@@ -582,11 +582,16 @@ def _network(raw: Mapping[str, Any], region: str, production: bool) -> NetworkCo
     """`cutover:network`; availabilityZones default to the region's a, b and c."""
     net = _object(raw, "network")
     cidr = str(net.get("cidr", default(NetworkConfig, "cidr")))
-    zones = tuple(net.get("availabilityZones") or (f"{region}a", f"{region}b", f"{region}c"))
-    if len(zones) < 2 or len(set(zones)) != len(zones) or not all(z.startswith(region) for z in zones):
+    listed = net.get("availabilityZones") or (f"{region}a", f"{region}b", f"{region}c")
+    zones = tuple(listed) if isinstance(listed, list | tuple) else ()
+    if (
+        len(zones) < 2
+        or len(set(zones)) != len(zones)
+        or not all(isinstance(z, str) and z.startswith(region) for z in zones)
+    ):
         raise _fail(
             "network.availabilityZones",
-            f"must list at least two distinct zones of {region} (got {list(zones)})",
+            f"must list at least two distinct zones of {region} (got {listed!r})",
             f"pulumi config set --path 'cutover:network.availabilityZones[1]' {region}b",
         )
     _check_network_cidr(cidr, len(zones))

@@ -348,3 +348,11 @@ def test_each_section_is_parsed_by_its_own_function(
     assert len(results) == 1
     section = results[0][0] if function == "_registry" else results[0]  # type: ignore[index]
     assert getattr(got, attribute) is section
+
+
+@pytest.mark.parametrize("zones", [3, "eu-west-1a", [1, 2], ["eu-west-1a", None]])
+def test_availability_zones_that_are_not_a_list_of_names_are_refused_in_one_line(zones: object) -> None:
+    with pytest.raises(
+        ConfigError, match=r"^cutover:network\.availabilityZones must list at least two distinct zones"
+    ):
+        parse_minimal(network={"availabilityZones": zones})
