@@ -38,6 +38,16 @@ log = logging.getLogger("ledger.credentials")
 # A refused login (wrong password or token, or a role that may not log in yet): retried.
 AUTH_REFUSED: tuple[type[BaseException], ...] = (asyncpg.InvalidAuthorizationSpecificationError,)
 _RETRY_MIN, _RETRY_MAX = 0.05, 0.5
+# A password file is a few bytes; more is a wrong mount, not read again for every connection.
+MAX_PASSWORD_FILE_BYTES = 4096
+# AWS calls (Secrets Manager, and STS when IRSA credentials refresh) give up within ~15 s,
+# not botocore's default of 60 s timeouts retried 5 times: a blocked network must end in a
+# clear error before the migration Job's deadline, and not hold a thread for minutes.
+_AWS_CLIENT_CONFIG: dict[str, Any] = {
+    "connect_timeout": 3,
+    "read_timeout": 3,
+    "retries": {"max_attempts": 2, "mode": "standard"},
+}
 
 
 class CredentialsError(ServiceUnavailable):
@@ -59,6 +69,7 @@ class Credentials:
     def __init__(self, retry_seconds: float = 5.0) -> None:
         self.retry_seconds = retry_seconds
         self.logins_refused = 0
+        self.last_refused_at = float("-inf")  # time.monotonic() of the latest refused login
 
     async def password(self) -> str | None:
         """The password for the next new connection; None: the URL's own."""
@@ -82,6 +93,7 @@ class Credentials:
                 return await asyncpg.connect(dsn, **kwargs, **await self._login())
             except AUTH_REFUSED as exc:
                 self.logins_refused += 1
+                self.last_refused_at = time.monotonic()
                 self.invalidate()
                 if self.mode == "url":
                     raise  # nothing fresh to retry with: today's behaviour
@@ -117,12 +129,27 @@ class PasswordFile(Credentials):
 
     async def password(self) -> str:
         try:
-            text = self.path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
+            with self.path.open("rb") as file:
+                data = file.read(MAX_PASSWORD_FILE_BYTES + 1)
+            text = data.decode("utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:  # not a file, unreadable, not UTF-8
             raise CredentialsError(f"cannot read DATABASE_PASSWORD_FILE: {type(exc).__name__}") from None
+        if len(data) > MAX_PASSWORD_FILE_BYTES:
+            raise CredentialsError(f"DATABASE_PASSWORD_FILE is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
         if not text:
             raise CredentialsError("DATABASE_PASSWORD_FILE is empty")
         return text
+
+
+def _aws_client(service: str, region: str) -> Any:
+    """A botocore client with bounded timeouts and retries (also for the STS calls its
+    credential chain makes). Blocking; botocore is imported only here."""
+    import botocore.config
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.set_default_client_config(botocore.config.Config(**_AWS_CLIENT_CONFIG))
+    return session.create_client(service, region_name=region)
 
 
 def _url_target(dsn: str) -> tuple[str, int, str]:
@@ -146,11 +173,9 @@ class IamToken(Credentials):
 
     def token(self) -> str:
         """A fresh token (blocking: the first call may fetch IRSA credentials from STS)."""
-        if self._client is None:
-            import botocore.session  # lazily: `url` mode never imports botocore
-
-            self._client = botocore.session.get_session().create_client("rds", region_name=self.region)
-        try:
+        try:  # creating the client can fail too: AWS_PROFILE names no profile, a bad config file
+            if self._client is None:
+                self._client = _aws_client("rds", self.region)
             return str(
                 self._client.generate_db_auth_token(
                     DBHostname=self.host, Port=self.port, DBUsername=self.db_user, Region=self.region
@@ -168,24 +193,20 @@ class SecretsManagerSecret(Credentials):
 
     mode = "secrets-manager"
 
-    def __init__(self, secret_arn: str, url_has_user: bool, retry_seconds: float = 5.0) -> None:
+    def __init__(self, secret_arn: str, url_user: str = "", retry_seconds: float = 5.0) -> None:
         super().__init__(retry_seconds)
         self.secret_arn = secret_arn
         self.region = secret_arn.split(":")[3]
-        self.url_has_user = url_has_user
+        self.url_user = url_user  # the URL's user, if it names one: must be the secret's
         self.fetches = 0
         self._client: Any = None
         self._cached: tuple[str, str] | None = None
 
     def fetch(self) -> tuple[str, str]:
         """(username, password) from Secrets Manager (blocking, a network call)."""
-        if self._client is None:
-            import botocore.session  # lazily: `url` mode never imports botocore
-
-            self._client = botocore.session.get_session().create_client(
-                "secretsmanager", region_name=self.region
-            )
         try:
+            if self._client is None:
+                self._client = _aws_client("secretsmanager", self.region)
             answer = self._client.get_secret_value(SecretId=self.secret_arn)
             secret = json.loads(answer["SecretString"])
             username, password = str(secret["username"]), str(secret["password"])
@@ -196,14 +217,21 @@ class SecretsManagerSecret(Credentials):
 
     async def _secret(self) -> tuple[str, str]:
         if self._cached is None:
-            self._cached = await asyncio.to_thread(self.fetch)
+            username, password = await asyncio.to_thread(self.fetch)
+            if self.url_user and username != self.url_user:
+                # Not a rotation: the URL's user would never log in with this password.
+                raise CredentialsError(
+                    f"DATABASE_SECRET_ARN holds the password of {username!r}, but DATABASE_URL "
+                    f"logs in as {self.url_user!r}: remove the user from DATABASE_URL (the secret names it)"
+                )
+            self._cached = (username, password)
         return self._cached
 
     async def password(self) -> str:
         return (await self._secret())[1]
 
     async def user(self) -> str | None:
-        return None if self.url_has_user else (await self._secret())[0]
+        return None if self.url_user else (await self._secret())[0]
 
     def invalidate(self) -> None:
         self._cached = None
@@ -217,6 +245,6 @@ def credentials_for(settings: Settings) -> Credentials:
     if settings.database_auth == "iam":
         return IamToken(settings.database_url, settings.database_region, retry)
     if settings.database_auth == "secrets-manager":
-        has_user = bool(_url_target(settings.database_url)[2])
-        return SecretsManagerSecret(settings.database_secret_arn, has_user, retry)
+        url_user = _url_target(settings.database_url)[2]
+        return SecretsManagerSecret(settings.database_secret_arn, url_user, retry)
     return Credentials(retry)

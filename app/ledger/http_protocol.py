@@ -144,6 +144,9 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     _head_too_large: bool = False
     _health_only: bool = False  # admitted past the cap for the health probes
     _lingering: bool = False
+    # The parser has begun a request whose headers are not complete: set by its first byte,
+    # even when that byte came in the same read as the previous request (then _unparsed is 0).
+    _head_begun: bool = False
 
     @property
     def evictable(self) -> bool:
@@ -222,7 +225,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def on_message_begin(self) -> None:
-        self._head_bytes = 0
+        self._head_bytes, self._head_begun = 0, True
         super().on_message_begin()
         self.scope["extensions"] = {"ledger.connection": {"more_requests": self.more_requests}}
 
@@ -233,6 +236,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.phase, self.since, self._unparsed = Phase.BODY, self.loop.time(), 0
+        self._head_begun = False
         self.head_since = None
         if self._health_only and self.url.partition(b"?")[0] not in _HEALTH_PATHS:
             self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
@@ -249,7 +253,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
         if not self.pipeline and self.phase is Phase.APP:
             self.phase, self.since = Phase.HEADERS, self.loop.time()
             # Idle until the next request's first byte; part of it already here: timed now.
-            self.head_since = self.since if self._unparsed else None
+            self.head_since = self.since if self._unparsed or self._head_begun else None
         if self._head_too_large and not self.pipeline:
             self._head_too_large = False  # so the refusal below is written, not deferred again
             self._refuse_head_too_large()

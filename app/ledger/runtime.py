@@ -133,6 +133,10 @@ class Runtime:
         now = time.monotonic()
         if self.pool is None or now - self._expired_at < 1.0:
             return
+        if now - self.credentials.last_refused_at < self.settings.database_auth_retry_seconds + 1:
+            # The database answers but refuses new logins (a password rotation not yet in the
+            # file): the open connections are the ones that still work. Keep them.
+            return
         self._expired_at = now
         self._background.add(task := asyncio.ensure_future(self.pool.expire_connections()))
         task.add_done_callback(self._background.discard)

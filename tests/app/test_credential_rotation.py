@@ -30,6 +30,7 @@ from cutover.local.postgres import EmbeddedPostgres
 from ledger.config import Settings
 from ledger.credentials import CredentialsError, IamToken, PasswordFile, SecretsManagerSecret, credentials_for
 from ledger.migrate import migrate
+from ledger.runtime import Runtime
 from tests.app.conftest import open_account
 
 pytestmark = pytest.mark.slow
@@ -453,7 +454,7 @@ def test_secrets_manager_mode_caches_the_secret_and_refetches_after_a_rotation(
         arn = secrets.create_secret(
             Name="rds!db-ledger", SecretString=json.dumps({"username": OWNER_ROLE, "password": "owner-1"})
         )["ARN"]
-        source = SecretsManagerSecret(arn, url_has_user=False, retry_seconds=5)
+        source = SecretsManagerSecret(arn, url_user="", retry_seconds=5)
 
         async def who() -> str:
             conn = await source.connect(url_without_user, timeout=5)
@@ -512,3 +513,47 @@ def test_ledger_migrate_runs_as_the_schema_owner_from_secrets_manager(
         database=admin_url.rsplit("/", 1)[1],
     )
     assert owners.split() == [OWNER_ROLE]
+
+
+def test_a_readiness_failure_during_a_rotation_keeps_the_connections_that_work(
+    tmp_path: Path, admin_url: str
+) -> None:
+    """The database changed the password, the kubelet has not refreshed the file yet: the
+    readiness ping needs a new login and fails. Before, that failure expired every pooled
+    connection, so the ones still logged in were closed and every request then needed a
+    login that could only be refused: a partial failure made total."""
+    _set_password(admin_url, APP_ROLE, "before")
+    password_file = tmp_path / "password"
+    _write_atomically(password_file, "before")
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": _as(APP_ROLE, admin_url),
+            "DATABASE_AUTH": "password-file",
+            "DATABASE_PASSWORD_FILE": str(password_file),
+            "DATABASE_AUTH_RETRY_SECONDS": "1",
+            "DB_POOL_MIN": "1",
+            "DB_POOL_MAX": "2",
+            "DB_PING_TIMEOUT_SECONDS": "0.5",
+            "READY_CACHE_SECONDS": "0",
+        }
+    )
+
+    async def run() -> tuple[str | None, int, int]:
+        runtime = Runtime(settings)
+        runtime.start()
+        try:
+            while not runtime.started:
+                await asyncio.sleep(0.05)
+            assert runtime.pool is not None
+            async with runtime.pool.acquire() as busy:  # a request holds the open connection
+                await _admin(admin_url, f"ALTER ROLE {APP_ROLE} PASSWORD 'after'")
+                failure = await runtime.readiness_failure()  # the ping's new login is refused
+                kept = busy.get_server_pid()
+            async with runtime.pool.acquire() as again:
+                return failure, kept, again.get_server_pid()
+        finally:
+            await runtime.stop(close_within=2)
+
+    failure, kept, served_by = asyncio.run(asyncio.wait_for(run(), 60))
+    assert failure is not None
+    assert served_by == kept  # the connection that still works was kept, not expired

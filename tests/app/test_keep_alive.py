@@ -91,3 +91,17 @@ def test_a_silent_new_connection_is_still_cut_at_the_header_timeout(start_ledger
     with socket.create_connection(("127.0.0.1", process.port), timeout=10) as sock:
         answer = _until_closed(sock, within=15)
     assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout" in answer, answer[:200]
+
+
+def test_the_start_of_a_request_sent_with_the_previous_one_is_cut_at_the_header_timeout(
+    start_ledger: StartLedger,
+) -> None:
+    """The next request's first bytes in the same packet as a complete request: not an idle
+    keep-alive connection. Before, it was taken for one and held for the whole keep-alive
+    (a slowloris trick worth 75 s per connection instead of the 10 s header timeout)."""
+    process = start_ledger(HTTP_KEEP_ALIVE_SECONDS="60", HTTP_HEADER_TIMEOUT_SECONDS="1")
+    with socket.create_connection(("127.0.0.1", process.port), timeout=10) as sock:
+        sock.sendall(REQUEST + b"GET /health/li")
+        answer = _until_closed(sock, within=15)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"HTTP/1.1 408" in answer and b"header_timeout" in answer, answer[-300:]

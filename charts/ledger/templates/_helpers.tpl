@@ -136,8 +136,13 @@ a connection the app has just closed and answers 502. The same rule is
 {{- else }}
 - name: DATABASE_AUTH
   value: {{ $db.auth | quote }}
+{{- $url := required (printf "database.url is required when database.auth is %s: the URL without a password, e.g. postgresql://ledger_app@host:5432/ledger" $db.auth) $db.url }}
+{{- /* ledger refuses to start without the user (a token or password is for one role): refuse here */}}
+{{- if not (or (regexMatch "^postgres(ql)?://[^@/?#]+@" $url) (regexMatch "[?&]user=[^&]" $url)) }}
+{{- fail (printf "database.url must name the user when database.auth is %s, e.g. postgresql://ledger_app@host:5432/ledger (got %s)" $db.auth $url) }}
+{{- end }}
 - name: DATABASE_URL
-  value: {{ required (printf "database.url is required when database.auth is %s: the URL without a password, e.g. postgresql://ledger_app@host:5432/ledger" $db.auth) $db.url | quote }}
+  value: {{ $url | quote }}
 {{- if eq $db.auth "iam" }}
 - name: DATABASE_REGION
   value: {{ required "database.region is required when database.auth is iam: the region IAM tokens are signed for" $db.region | quote }}
