@@ -14,6 +14,7 @@ from ledger.middleware.errors import ErrorMiddleware
 from ledger.middleware.headers import ResponseHeadersMiddleware
 from ledger.middleware.liveness import LivenessMiddleware
 from ledger.middleware.observe import ObserveMiddleware
+from ledger.middleware.tracing import TracingMiddleware
 from ledger.ratelimit import RateLimitMiddleware, TokenBuckets
 from ledger.routes.accounts import account_routes
 from ledger.routes.feed import feed_routes
@@ -59,5 +60,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
         app = RateLimitMiddleware(app, buckets, client_address, runtime.metrics.rate_limited.inc)
     app = LivenessMiddleware(app)  # the kubelet's most frequent question, answered first
     app = ObserveMiddleware(app, runtime.metrics)
+    # Around the access log and every answer (the liveness shortcut's, errors'): trace ids
+    # in each log line of a request and `traceparent` on each response.
+    app = TracingMiddleware(app)
     app = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
     return app, runtime

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from ledger.middleware.tracing import current_trace
+
 # C0 and C1 control characters, DEL, the Unicode line separators and the bidirectional
 # controls: written as escapes in text logs, so a request path cannot start a forged line
 # or reorder what a terminal shows (JSON logs escape the control characters already).
@@ -36,7 +38,9 @@ _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", 
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+    """One JSON object per line: time, level, logger, message and any `extra` fields, and
+    for records emitted while a request runs, its `trace_id` and `span_id` (after the
+    request id when the record has one)."""
 
     def __init__(self, static_fields: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -50,9 +54,15 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **self._static,
         }
+        trace = current_trace.get()
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
+                if key == "request_id" and trace is not None:
+                    entry["trace_id"], entry["span_id"] = trace.trace_id, trace.span_id
+        if trace is not None:
+            entry.setdefault("trace_id", trace.trace_id)
+            entry.setdefault("span_id", trace.span_id)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -60,14 +70,20 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """`time level logger message key=value ...` for a terminal, one line per record
-    (control characters in the message and fields are escaped; only a traceback spans lines)."""
+    (control characters in the message and fields are escaped; only a traceback spans lines).
+    Records emitted while a request runs end with its `trace_id` (the span id is left to
+    the JSON logs)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
+        fields = [
             f"{k}={escape_control(str(v))}"
             for k, v in record.__dict__.items()
             if k not in _RESERVED and not k.startswith("_")
-        )
+        ]
+        trace = current_trace.get()
+        if trace is not None and "trace_id" not in record.__dict__:
+            fields.append(f"trace_id={trace.trace_id}")
+        extras = " ".join(fields)
         time = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
         line = f"{time} {record.levelname:<7} {record.name}: {escape_control(record.getMessage())}"
         if extras:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import httpx
 
-from ledger.logs import TextFormatter
+from ledger.logs import JsonFormatter, TextFormatter
+from ledger.middleware.tracing import TraceContext, current_trace
 from tests.app.conftest import StartLedger
 
 
@@ -52,3 +54,32 @@ def test_a_request_path_cannot_forge_a_text_log_line(start_ledger: StartLedger) 
 def _words(text: str) -> set[str]:
     """What the log shows of the two requests so far."""
     return {word for word in ("FORGED", "gnp.exe") if word in text}
+
+
+_TRACE = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "b7ad6b7169203331", "00f067aa0ba902b7", "01")
+
+
+def test_json_records_in_a_request_carry_trace_and_span_ids_after_the_request_id() -> None:
+    record = logging.makeLogRecord({"msg": "m", "levelname": "INFO", "name": "t", "request_id": "r1", "x": 1})
+    token = current_trace.set(_TRACE)
+    try:
+        entry = json.loads(JsonFormatter().format(record))
+        no_request_id = json.loads(JsonFormatter().format(logging.makeLogRecord({"msg": "m"})))
+    finally:
+        current_trace.reset(token)
+    assert list(entry)[-4:] == ["request_id", "trace_id", "span_id", "x"]
+    assert (entry["trace_id"], entry["span_id"]) == (_TRACE.trace_id, _TRACE.span_id)
+    assert (no_request_id["trace_id"], no_request_id["span_id"]) == (_TRACE.trace_id, _TRACE.span_id)
+    outside = json.loads(JsonFormatter().format(record))
+    assert "trace_id" not in outside and "span_id" not in outside
+
+
+def test_text_records_in_a_request_carry_the_trace_id() -> None:
+    record = logging.makeLogRecord({"msg": "m", "levelname": "INFO", "name": "t", "request_id": "r1"})
+    token = current_trace.set(_TRACE)
+    try:
+        line = TextFormatter().format(record)
+    finally:
+        current_trace.reset(token)
+    assert line.endswith(f"request_id=r1 trace_id={_TRACE.trace_id}")
+    assert "trace_id" not in TextFormatter().format(record)
