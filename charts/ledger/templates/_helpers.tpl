@@ -78,6 +78,22 @@ The same rules are `cutover_infra.budget.drain_budget` in Python; a test keeps t
 {{- end -}}
 {{- end }}
 
+{{/*
+Whether preStop uses the native `sleep` lifecycle action. preStop.nativeSleep true or
+false decides; "auto" (the default) follows the cluster's version: the action
+(PodLifecycleSleepAction) is on by default from Kubernetes 1.30 (beta; GA in 1.34), so
+older clusters get exec `sleep`. `helm template`/`helm lint --kube-version` pick the version.
+Renders "true" or nothing.
+*/}}
+{{- define "ledger.nativeSleep" -}}
+{{- $native := .Values.preStop.nativeSleep -}}
+{{- if kindIs "bool" $native -}}
+{{- if $native }}true{{ end -}}
+{{- else if semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version -}}
+true
+{{- end -}}
+{{- end }}
+
 {{/* The hardened security contexts every ledger container runs with. */}}
 {{- define "ledger.podSecurityContext" -}}
 runAsNonRoot: true
