@@ -64,6 +64,22 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database driver lost its connection or could not get one (503, retry).
+
+    Raised only at the store's boundary, from errors the driver or its sockets raised: the
+    error middleware resets the pool on this, and on nothing else.
+    """
+
+    code = "database_unavailable"
+
+
+class DatabaseTimeout(ServiceUnavailable):
+    """statement_timeout or lock_timeout fired: the database is slow, not gone (503, retry)."""
+
+    code = "database_timeout"
+
+
 CLIENT_CLOSED_REQUEST = 499  # counted in metrics when the client left before its request was read
 
 

@@ -6,10 +6,13 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 MAX_AMOUNT = 2**62  # keeps every sum of two amounts inside Postgres bigint
 MAX_BALANCE = 2**63 - 1  # Postgres bigint: a credit past this is refused, not overflowed
+# Written with a fraction or an exponent (`60.0`, `6e1`), a JSON number is decoded as a
+# double: whole numbers are exact only up to 2**53, so larger ones must be written as integers.
+MAX_EXACT_FRACTIONAL = 2**53
 
 
 def _no_nul(value: str) -> str:
@@ -19,7 +22,27 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Cents = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT, description="Amount in minor units (cents).")]
+def _whole_number(value: object) -> object:
+    """JSON Schema calls `60` and `60.0` the same integer: accept both, exactly, never a string."""
+    if isinstance(value, float):
+        if not value.is_integer() or abs(value) > MAX_EXACT_FRACTIONAL:
+            raise ValueError(
+                f"must be a whole number (written with a fraction or exponent: at most {MAX_EXACT_FRACTIONAL})"
+            )
+        return int(value)
+    return value
+
+
+_CENTS_RULES = (
+    "Amount in minor units (cents): a whole number. Written with a fraction or an exponent "
+    f"(60.0, 6e1) it must be at most {MAX_EXACT_FRACTIONAL}, where doubles are exact."
+)
+Cents = Annotated[
+    StrictInt, Field(ge=0, le=MAX_AMOUNT, description=_CENTS_RULES), BeforeValidator(_whole_number)
+]
+PositiveCents = Annotated[
+    StrictInt, Field(gt=0, le=MAX_AMOUNT, description=_CENTS_RULES), BeforeValidator(_whole_number)
+]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.")]
 
 
@@ -28,7 +51,16 @@ class _Body(BaseModel):
 
 
 class AccountCreate(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            json_schema_extra={"pattern": r"^[^\x00]*$"},  # checked by _no_nul, with its message
+            description="Any text without NUL.",
+        ),
+        AfterValidator(_no_nul),
+    ]
     currency: Currency
     opening_balance: Cents = 0
 
@@ -44,7 +76,7 @@ class Account(_Body):
 class TransferCreate(_Body):
     from_account_id: UUID
     to_account_id: UUID
-    amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT, description="Amount in minor units (cents).")]
+    amount: PositiveCents
 
 
 class Transfer(_Body):
@@ -56,10 +88,8 @@ class Transfer(_Body):
     created_at: datetime
 
 
-class ErrorDetail(_Body):
-    code: str
+class FieldProblem(_Body):
+    """One reason a body was refused (422 `invalid_request`)."""
+
+    field: str = Field(description="Dotted path of the offending field, or `body`.")
     message: str
-
-
-class ErrorBody(_Body):
-    error: ErrorDetail

@@ -22,6 +22,8 @@ from ledger.errors import (
     ApiError,
     BalanceOutOfRange,
     CurrencyMismatch,
+    DatabaseTimeout,
+    DatabaseUnavailable,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidRequest,
@@ -35,20 +37,37 @@ from ledger.models import MAX_BALANCE, Account, AccountCreate, Transfer, Transfe
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _MAX_ATTEMPTS = 5
 
-# A constant, so the f-strings below that splice it in carry no input (hence noqa S608).
-# The database is down or restarting: the request is answered 503 (retry), not 500, and the
-# pool drops its connections so the next request connects afresh.
+# The database is down or restarting: errors the driver (or the socket under it) raises
+# while the store talks to Postgres. Only these, and only from the store's own calls, become
+# DatabaseUnavailable (503, retry, the pool drops its connections): an OSError elsewhere in a
+# handler is a bug of ours, a 500.
 DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
-    asyncpg.InterfaceError,
     ConnectionError,
     OSError,
-    TimeoutError,
+    TimeoutError,  # asyncpg's command_timeout
 )
 
 # statement_timeout (server side) or lock_timeout fired: the database is slow, not gone.
 DATABASE_TIMEOUT: tuple[type[BaseException], ...] = (asyncpg.QueryCanceledError,)
+
+# asyncpg.InterfaceError is also raised for misuse (another operation in progress, a bad
+# codec): only its "connection/pool is closed" forms mean the database went away.
+_CLOSED_MARKERS = ("is closed", "is closing")
+
+
+def database_failure(exc: BaseException) -> ApiError | None:
+    """The 503 a driver error raised by a store call stands for, or None if it is no outage."""
+    if isinstance(exc, DATABASE_TIMEOUT):  # before DATABASE_DOWN: QueryCanceledError is a subclass
+        return DatabaseTimeout(
+            "the database did not answer in time; retry shortly", headers={"Retry-After": "1"}
+        )
+    lost = isinstance(exc, asyncpg.InterfaceError) and any(m in str(exc) for m in _CLOSED_MARKERS)
+    if lost or isinstance(exc, DATABASE_DOWN):
+        return DatabaseUnavailable("the database is unavailable; retry shortly", headers={"Retry-After": "1"})
+    return None
+
 
 _TRANSFER_COLUMNS = "id, from_account_id, to_account_id, amount, currency, created_at"
 
@@ -81,17 +100,30 @@ class LedgerStore:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
-        """A pooled connection within the acquire timeout, else DatabaseBusy (503)."""
+        """A pooled connection within the acquire timeout, else DatabaseBusy (503).
+
+        The store's boundary: a driver error that means the database is gone or too slow,
+        raised while acquiring, using or releasing the connection, leaves as
+        DatabaseUnavailable or DatabaseTimeout; ApiErrors and other errors pass unchanged.
+        """
         try:
-            conn = await self._pool.acquire(timeout=self._acquire_timeout)
-        except TimeoutError:
-            raise DatabaseBusy(
-                "no database connection came free in time; retry shortly", headers={"Retry-After": "1"}
-            ) from None
-        try:
-            yield conn
-        finally:
-            await self._pool.release(conn)
+            try:
+                conn = await self._pool.acquire(timeout=self._acquire_timeout)
+            except TimeoutError:
+                raise DatabaseBusy(
+                    "no database connection came free in time; retry shortly", headers={"Retry-After": "1"}
+                ) from None
+            try:
+                yield conn
+            finally:
+                await self._pool.release(conn)
+        except ApiError:
+            raise
+        except Exception as exc:
+            failure = database_failure(exc)
+            if failure is None:
+                raise
+            raise failure from exc
 
     async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
         async with self._connection() as conn:

@@ -9,9 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.errors import ApiError, error_body
+from ledger.errors import ApiError, DatabaseTimeout, DatabaseUnavailable, error_body
 from ledger.middleware.headers import request_id_of
-from ledger.store import DATABASE_DOWN, DATABASE_TIMEOUT
 
 log = logging.getLogger("ledger.errors")
 
@@ -25,7 +24,9 @@ class ErrorMiddleware:
     counted as 499 (scope state `client_closed`), not as a 500.
 
     A lost database connection is a 503 with Retry-After (the client retries with its
-    idempotency key), and `on_database_down` is told so the pool can reconnect.
+    idempotency key), and `on_database_down` is told so the pool can reconnect. Only the
+    store raises DatabaseUnavailable, from the driver's own errors: any other exception,
+    an OSError included, is a 500 and leaves the pool alone.
     """
 
     def __init__(self, app: ASGIApp, on_database_down: Callable[[], None] = lambda: None) -> None:
@@ -52,38 +53,9 @@ class ErrorMiddleware:
         except ApiError as exc:
             if response_started:
                 raise
+            if isinstance(exc, DatabaseTimeout | DatabaseUnavailable):
+                self._database_trouble(scope, exc)
             await _send_error(send, exc.status, exc.code, exc.message, exc.details, exc.headers)
-        except DATABASE_TIMEOUT as exc:  # before DATABASE_DOWN: QueryCanceledError is a subclass
-            if response_started:
-                raise
-            log.warning(
-                "database statement timed out",
-                extra={"request_id": request_id_of(scope), "error": type(exc).__name__},
-            )
-            await _send_error(
-                send,
-                503,
-                "database_timeout",
-                "the database did not answer in time; retry shortly",
-                None,
-                {"Retry-After": "1"},
-            )
-        except DATABASE_DOWN as exc:
-            if response_started:
-                raise
-            self._on_database_down()
-            log.warning(
-                "database unavailable",
-                extra={"request_id": request_id_of(scope), "error": type(exc).__name__},
-            )
-            await _send_error(
-                send,
-                503,
-                "database_unavailable",
-                "the database is unavailable; retry shortly",
-                None,
-                {"Retry-After": "1"},
-            )
         except ClientDisconnect:
             # The client left before its request was read: nothing to answer, nothing broken.
             scope.setdefault("state", {})["client_closed"] = True
@@ -98,6 +70,17 @@ class ErrorMiddleware:
             if response_started:
                 raise
             await _send_error(send, 500, "internal_error", "internal server error", None, {})
+
+    def _database_trouble(self, scope: Scope, exc: DatabaseTimeout | DatabaseUnavailable) -> None:
+        """Log a database outage or timeout; on an outage, have the pool reconnect."""
+        cause = type(exc.__cause__ or exc).__name__
+        if isinstance(exc, DatabaseUnavailable):
+            self._on_database_down()
+            log.warning("database unavailable", extra={"request_id": request_id_of(scope), "error": cause})
+        else:
+            log.warning(
+                "database statement timed out", extra={"request_id": request_id_of(scope), "error": cause}
+            )
 
 
 async def _send_error(

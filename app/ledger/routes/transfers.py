@@ -13,7 +13,8 @@ from ledger.models import TransferCreate
 from ledger.routes._http import JSONResponse, parse_body, parse_uuid
 from ledger.runtime import Runtime
 
-_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # printable ASCII, no spaces (in the OpenAPI document)
+_VALID_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def transfer_routes(runtime: Runtime) -> list[Route]:
