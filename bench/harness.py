@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from moto.server import ThreadedMotoServer
 
 from cutover.local.ports import free_port
 
@@ -46,21 +49,38 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 1, script:
     return float(match[1])
 
 
+def start_moto() -> tuple[ThreadedMotoServer, str]:
+    """A moto server on a free loopback port, and its endpoint. Its access log (werkzeug's
+    INFO lines) is silenced: a benchmark prints its results; werkzeug's errors still show."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
 class Server:
-    """A server process on a free loopback port, stopped with SIGTERM by its pid."""
+    """A server process on a free loopback port, stopped with SIGTERM by its pid. Its output
+    goes to a log file, shown only when it fails to start."""
 
     def __init__(
         self, command: list[str], env: dict[str, str], cwd: Path | None = None, port: int | None = None
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [part.replace("{port}", str(self.port)) for part in command],
             env={**env, "PORT": str(self.port)},
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
+
+    def log_tail(self, lines: int = 30) -> str:
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, path: str, timeout: float = 30) -> Server:
         deadline = time.monotonic() + timeout
@@ -70,9 +90,14 @@ class Server:
                     return self
             except httpx.TransportError:
                 pass
+            if self.proc.poll() is not None:
+                break
             time.sleep(0.05)
+        tail = self.log_tail()
+        code = self.proc.poll()
         self.stop()
-        raise BenchError(f"{self.url}{path} never answered 200")
+        how = f"exited with {code}" if code is not None else f"never answered 200 on {path}"
+        raise BenchError(f"{self.url}: the server {how}; its output:\n{tail}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -82,6 +107,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
 
 def uvicorn_command(app: str) -> list[str]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-from moto.server import ThreadedMotoServer
 
-from bench.harness import median
+from bench.harness import median, start_moto
+from cutover import envfile
 from cutover.adapters.local_deployer import LocalDeployer
 from cutover.local.ports import free_port
 from cutover.model import COLORS, Color
@@ -44,10 +44,7 @@ def _timed(command: list[str]) -> float:
 
 def run(database_url: str) -> Result:
     original = moto_quirks.allow_recreating_records()
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    server, endpoint = start_moto()
     os.environ.update(AWS)
     with tempfile.TemporaryDirectory() as tmp:
         ports: dict[Color, list[int]] = {"blue": [free_port()], "green": [free_port()]}
@@ -60,23 +57,16 @@ def run(database_url: str) -> Result:
             for color in COLORS:
                 deployer.deploy(color, "v1", lambda _line: None)
             env_file = Path(tmp) / "bench.json"
-            env_file.write_text(
-                json.dumps(
-                    {
-                        "name": "bench",
-                        "router": {
-                            "type": "route53",
-                            "hosted_zone_id": zone,
-                            "record_name": "ledger.example.com",
-                        },
-                        "deployer": {"type": "local", "state_dir": str(Path(tmp) / "colors"), "ports": ports},
-                        "lock": {"type": "file", "path": str(Path(tmp) / "lock.json")},
-                        "history": {"type": "file", "path": str(Path(tmp) / "history.jsonl")},
-                        "aws": {"region": "eu-west-1", "endpoint_url": endpoint},
-                        "colors": {c: {"endpoint": f"http://127.0.0.1:{ports[c][0]}"} for c in ports},
-                    }
-                )
+            spec = envfile.EnvFile(
+                name="bench",
+                router=envfile.Route53Router(hosted_zone_id=zone, record_name="ledger.example.com"),
+                deployer=envfile.LocalDeployer(state_dir=str(Path(tmp) / "colors"), ports=ports),
+                lock=envfile.FileLock(path=str(Path(tmp) / "lock.json")),
+                history=envfile.JsonFile(path=str(Path(tmp) / "history.jsonl")),
+                aws=envfile.Aws(region="eu-west-1", endpoint_url=endpoint),
+                colors={c: envfile.ColorEntry(endpoint=f"http://127.0.0.1:{ports[c][0]}") for c in COLORS},
             )
+            env_file.write_text(json.dumps(spec.to_dict()))
             cutover_times, bare_times = [], []
             to_green = [
                 sys.executable,

@@ -154,7 +154,7 @@ def chart_values(
         },
         "drainSeconds": budget.drain_seconds,
         "shutdownTimeoutSeconds": budget.shutdown_timeout,
-        "preStop": {"sleepSeconds": budget.pre_stop_sleep, "nativeSleep": True},
+        "preStop": {"sleepSeconds": budget.pre_stop_sleep},  # nativeSleep: the chart decides (auto)
         "drainBudget": {"marginSeconds": budget.margin},
         "terminationGracePeriodSeconds": budget.termination_grace,
         # The ALB sits in the VPC: its X-Forwarded-For is the client address to rate-limit.
@@ -198,32 +198,34 @@ def cutover_env(
     history_table: str,
     colors: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """What `cutover` needs to operate this environment (`pulumi stack output cutover_env`)."""
-    return {
-        "name": environment,
-        "router": {
-            "type": "route53",
-            "hosted_zone_id": hosted_zone_id,
-            "record_name": domain,
-            "generation_record": f"_cutover.{domain}",
-            "set_identifiers": {"blue": "blue", "green": "green"},
-        },
-        "deployer": {"type": "pulumi", "stack": stack, "work_dir": ".", "config_key": "cutover:{color}Image"},
-        "lock": {"type": "dynamodb", "table": lock_table, "lease_seconds": 60},
-        "history": {"type": "dynamodb", "table": history_table},
-        "aws": {"region": region},
+    """What `cutover` needs to operate this environment (`pulumi stack output cutover_env`),
+    built with cutover's own typed definition of the environment file (`cutover.envfile`)."""
+    from cutover import envfile
+    from cutover.model import COLORS
+
+    return envfile.EnvFile(
+        name=environment,
+        router=envfile.Route53Router(
+            hosted_zone_id=hosted_zone_id,
+            record_name=domain,
+            generation_record=f"_cutover.{domain}",
+            set_identifiers={"blue": "blue", "green": "green"},
+        ),
+        deployer=envfile.PulumiDeployer(stack=stack, work_dir=".", config_key="cutover:{color}Image"),
+        lock=envfile.DynamoDBLock(table=lock_table, lease_seconds=60),
+        history=envfile.DynamoDBTable(table=history_table),
+        aws=envfile.Aws(region=region),
         # Canary analysis on each color's ALB target group metrics (ALB metrics arrive about
         # a minute late, hence the lag). Tune per environment in the environment file.
-        "analysis": {
-            "type": "cloudwatch",
-            "lag_seconds": 60,
-            "window_seconds": 300,
-            "min_requests": 100,
-            "max_error_rate_increase": 0.01,
-            "max_p99_increase_seconds": 0.1,
-        },
-        "colors": colors,
-    }
+        analysis=envfile.CloudWatchAnalysis(
+            lag_seconds=60,
+            window_seconds=300,
+            min_requests=100,
+            max_error_rate_increase=0.01,
+            max_p99_increase_seconds=0.1,
+        ),
+        colors={color: envfile.ColorEntry.from_dict(colors[color]) for color in COLORS if color in colors},
+    ).to_dict()
 
 
 def release_state_key(environment: str) -> str:

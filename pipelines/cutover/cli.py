@@ -569,14 +569,12 @@ def history(
     out.print(table)
 
 
-def _weights(traffic: dict[str, int] | None) -> str:
-    return f"b{traffic['blue']}/g{traffic['green']}" if traffic else "-"
+def _weights(traffic: Traffic | None) -> str:
+    return f"b{traffic.blue}/g{traffic.green}" if traffic else "-"
 
 
 def _record_dict(record: Record | None) -> dict[str, Any] | None:
-    from dataclasses import asdict
-
-    return asdict(record) if record else None
+    return record.to_dict() if record else None
 
 
 @app.command()

@@ -20,70 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cutover import envfile
 from cutover.adapters.http_health import DEFAULT_SMOKE_CHECKS, SmokeCheck
 from cutover.machine import Gates
 from cutover.model import COLORS, BadInput, Color
 
-ADAPTER_TYPES = {
-    "router": ("route53", "envoy"),
-    "deployer": ("pulumi", "local"),
-    "lock": ("dynamodb", "file"),
-    "history": ("dynamodb", "file"),
-    "state": ("dynamodb", "file"),
-}
+ADAPTER_TYPES = {section: tuple(kinds) for section, kinds in envfile.SECTIONS.items()}
 
-# Per section and type: every key it may hold, with its type and whether it is required.
+# Per section and type: every key it may hold, with its type and whether it is required,
+# as the dataclasses of `envfile` declare them (the one definition of the file's shape).
 # A missing or mistyped key is refused here (exit 2, naming it), not deep in an adapter.
-_STR, _NUM, _DICT = (str,), (int, float), (dict,)
-SECTION_KEYS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] = {
-    ("router", "route53"): {
-        "hosted_zone_id": (_STR, True),
-        "record_name": (_STR, True),
-        "generation_record": (_STR, False),
-        "set_identifiers": (_DICT, False),
-    },
-    ("router", "envoy"): {"layout": (_DICT, True)},
-    ("deployer", "pulumi"): {"stack": (_STR, True), "work_dir": (_STR, False), "config_key": (_STR, False)},
-    ("deployer", "local"): {
-        "state_dir": (_STR, True),
-        "ports": (_DICT, True),
-        "env": (_DICT, False),
-        "image_env": (_DICT, False),  # per image tag, extra environment (rehearsing a bad build)
-    },
-    ("lock", "dynamodb"): {"table": (_STR, True), "lease_seconds": (_NUM, False)},
-    ("lock", "file"): {"path": (_STR, True), "lease_seconds": (_NUM, False)},
-    ("history", "dynamodb"): {"table": (_STR, True)},
-    ("history", "file"): {"path": (_STR, True)},
-    ("state", "dynamodb"): {"table": (_STR, True)},
-    ("state", "file"): {"path": (_STR, True)},
+_NUM = (int, float)
+SECTION_KEYS: dict[tuple[str, str], envfile.KeySpec] = {
+    (section, kind): cls.keys() for section, kinds in envfile.SECTIONS.items() for kind, cls in kinds.items()
 }
-_THRESHOLD_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "max_error_rate_increase": (_NUM, False),
-    "max_p99_increase_seconds": (_NUM, False),
-    "max_p99_seconds": (_NUM, False),
-    "min_requests": (_NUM, False),
-    "window_seconds": (_NUM, False),
-}
-ANALYSIS_KEYS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "prometheus": {
-        "url": (_STR, True),
-        "selector": (_STR, False),
-        "excluded_routes": (_STR, False),
-        **_THRESHOLD_KEYS,
-    },
-    "cloudwatch": {"lag_seconds": (_NUM, False), **_THRESHOLD_KEYS},
-}
-AWS_KEYS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "region": (_STR, False),
-    "endpoint_url": (_STR, False),
-    "call_budget_seconds": (_NUM, False),
-}
-COLOR_KEYS = {
-    "endpoint",
-    "urns",
-    "target_group_arn",
-    "load_balancer_arn",
-}  # what the cutover_env output gives per color
+ANALYSIS_KEYS: dict[str, envfile.KeySpec] = {kind: cls.keys() for kind, cls in envfile.ANALYSES.items()}
+AWS_KEYS: envfile.KeySpec = envfile.Aws.keys()
+COLOR_KEYS = set(envfile.ColorEntry.keys())  # what the cutover_env output gives per color
 TOP_KEYS = {
     "name",
     "router",

@@ -401,7 +401,7 @@ class ReleaseMachine:
         if not resume and not (image or "").strip():
             raise BadInput("--image must not be empty")
         probe = Record(
-            id="dry-run", operation="release", actor=self.actor, env=self.env, started_at=0, from_traffic={}
+            id="dry-run", operation="release", actor=self.actor, env=self.env, started_at=0, from_traffic=None
         )
         target, chosen = self._release_target(before, image, resume, probe)
         plan_steps, bake_seconds = self._release_steps(steps, bake, resume)
@@ -518,7 +518,7 @@ class ReleaseMachine:
             actor=self.actor,
             env=self.env,
             started_at=self._wall(),
-            from_traffic={},
+            from_traffic=None,
         )
         self._state, self._steps, self._warnings = S.LOCKING, [], []
         self._steps_analysis = []
@@ -564,7 +564,7 @@ class ReleaseMachine:
                 raise StepFailed(f"could not read traffic and release state: {exc}") from exc
             if not self._release.version:
                 self._adopt(before)
-            record.from_traffic = before.as_dict()
+            record.from_traffic = before
             self._close_abandoned(record)
             self._write_history(record)
             self.reporter.note(f"traffic now: {before}")
@@ -652,7 +652,7 @@ class ReleaseMachine:
             self._warnings.append(f"could not release the lock (its lease runs out on its own): {exc}")
         record.outcome = self._state.value
         record.reason = reason
-        record.to_traffic = current.as_dict() if current else None
+        record.to_traffic = current
         record.finished_at = self._wall()
         record.seconds = round(self.clock.now() - started, 3)
         record.details["steps"] = self._steps

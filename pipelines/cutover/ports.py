@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
-from cutover.model import Color, Traffic
+from cutover.model import Color, Traffic, parse_color
 
 
 class ConcurrentChange(RuntimeError):
@@ -73,22 +74,49 @@ class Lock(Protocol):
 
 @dataclass
 class Record:
-    """One audit entry: a release, shift or rollback, from start to outcome."""
+    """One audit entry: a release, shift or rollback, from start to outcome.
+
+    Stored (history file, DynamoDB) and printed (`cutover history --json`) as `to_dict()`:
+    traffic as {"blue", "green", "generation"}, `from_traffic` {} until traffic was read."""
 
     id: str
     operation: str  # release | shift | rollback
     actor: str
     env: str
     started_at: float
-    from_traffic: dict[str, int]
+    from_traffic: Traffic | None  # None until the operation read the traffic
     image: str | None = None
-    to_color: str | None = None
-    to_traffic: dict[str, int] | None = None
+    to_color: Color | None = None
+    to_traffic: Traffic | None = None
     outcome: str = "running"  # running | a machine end state | abandoned (its process died)
     reason: str = ""
     finished_at: float | None = None
     seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, as history has always stored it."""
+        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw["from_traffic"] = self.from_traffic.as_dict() if self.from_traffic is not None else {}
+        raw["to_traffic"] = self.to_traffic.as_dict() if self.to_traffic is not None else None
+        raw["details"] = copy.deepcopy(self.details)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Record:
+        """A stored record, this or any earlier version of cutover's."""
+        return cls(
+            **{
+                **raw,
+                "from_traffic": _traffic(raw.get("from_traffic")),
+                "to_color": parse_color(raw["to_color"]) if raw.get("to_color") else None,
+                "to_traffic": _traffic(raw.get("to_traffic")),
+            }
+        )
+
+
+def _traffic(raw: dict[str, int] | None) -> Traffic | None:
+    return Traffic(raw["blue"], raw["green"], raw.get("generation", 0)) if raw else None
 
 
 class History(Protocol):

@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import boto3
 
@@ -77,6 +80,24 @@ class Env:
         )
         return dict(item) if item else None
 
+    def lease_expires_at(self) -> float:
+        item = self.lock_item()
+        return float(item["expires_at"]["N"]) if item else 0.0
+
+    def expire_lease(self) -> None:
+        """What waiting out the lease of a dead holder does, without the wait: the lock item
+        stays (owner, token), its `expires_at` is put in the past."""
+        item = self.lock_item()
+        assert item is not None and self.lease_expires_at() > time.time(), item  # held, live
+        self.client("dynamodb").update_item(
+            TableName="locks",
+            Key={"lock_id": {"S": "cli-test"}},
+            UpdateExpression="SET expires_at = :past",
+            ConditionExpression="#t = :t",
+            ExpressionAttributeNames={"#t": "token"},
+            ExpressionAttributeValues={":past": {"N": str(time.time() - 1)}, ":t": item["token"]},
+        )
+
 
 def _keys() -> dict[str, str]:
     return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -100,6 +121,32 @@ def start_cutover(env: Env, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+class Follow:
+    """The lines a running process writes to one of its pipes, read as they come, so that a
+    test can wait for what the process says (e.g. that it is cancelling) instead of sleeping."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, condition: Callable[[list[str]], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.lines)):
+            assert self._thread.is_alive(), "".join(self.lines)  # the pipe closed first
+            assert time.monotonic() < deadline, f"timed out waiting; so far:\n{''.join(self.lines)}"
+            time.sleep(0.02)
+
+    def text(self, timeout: float = 30.0) -> str:
+        """Everything, once the pipe has closed."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:

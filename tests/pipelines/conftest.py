@@ -17,11 +17,13 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from cutover import envfile
 from cutover.adapters.local_deployer import LocalDeployer
 from cutover.local import strict_route53
 from cutover.local.database import migrate_database
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
+from cutover.model import COLORS, Color
 from tests.pipelines import moto_quirks
 from tests.pipelines.cli_env import Env, _keys
 
@@ -200,7 +202,7 @@ def env(tmp_path: Path, postgres: EmbeddedPostgres, moto_server: MotoServer) -> 
     zone = create_zone(route53)
     dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="eu-west-1", **_keys())
     create_release_tables(dynamodb)
-    ports = {"blue": [free_port()], "green": [free_port()]}
+    ports: dict[Color, list[int]] = {"blue": [free_port()], "green": [free_port()]}
     app_env = {
         "DATABASE_URL": database,
         "DRAIN_SECONDS": "0.3",
@@ -208,25 +210,26 @@ def env(tmp_path: Path, postgres: EmbeddedPostgres, moto_server: MotoServer) -> 
         "LOG_LEVEL": "WARNING",
     }
     state_dir = tmp_path / "colors"
-    spec = {
-        "name": "cli-test",
-        "router": {"type": "route53", "hosted_zone_id": zone, "record_name": "ledger.example.com"},
-        "deployer": {"type": "local", "state_dir": str(state_dir), "ports": ports, "env": app_env},
-        "lock": {"type": "dynamodb", "table": "locks", "lease_seconds": 3},
-        "history": {"type": "dynamodb", "table": "history"},
-        "aws": {"region": "eu-west-1", "endpoint_url": endpoint},
-        "colors": {c: {"endpoint": f"http://127.0.0.1:{ports[c][0]}"} for c in ("blue", "green")},
-        "gates": {
+    spec = envfile.EnvFile(
+        name="cli-test",
+        router=envfile.Route53Router(hosted_zone_id=zone, record_name="ledger.example.com"),
+        deployer=envfile.LocalDeployer(state_dir=str(state_dir), ports=ports, env=app_env),
+        # A lease no test outlives by accident: a test that needs it over says so (Env.expire_lease).
+        lock=envfile.DynamoDBLock(table="locks", lease_seconds=30),
+        history=envfile.DynamoDBTable(table="history"),
+        aws=envfile.Aws(region="eu-west-1", endpoint_url=endpoint),
+        colors={c: envfile.ColorEntry(endpoint=f"http://127.0.0.1:{ports[c][0]}") for c in COLORS},
+        gates={
             "ready_successes": 2,
             "ready_interval": 0.1,
             "ready_timeout": 20,
             "bake_seconds": 0.3,
             "health_interval": 0.1,
         },
-    }
+    )
     file = tmp_path / "cli-test.json"
-    file.write_text(json.dumps(spec))
-    deployer = LocalDeployer(state_dir, ports, app_env)  # type: ignore[arg-type]
+    file.write_text(json.dumps(spec.to_dict()))
+    deployer = LocalDeployer(state_dir, ports, app_env)
     deployer.deploy("blue", "v1", lambda _line: None)
     try:
         yield Env(file, endpoint, zone, deployer)

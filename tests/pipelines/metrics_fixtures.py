@@ -137,6 +137,21 @@ class PrometheusServer:
             time.sleep(0.25)
         raise AssertionError(f"{promql} yielded nothing in {timeout}s:\n{self.log_tail()}")
 
+    def wait_scraped(self, since: float, scrapes: int = 1, timeout: float = 20.0) -> None:
+        """Until every target has been scraped `scrapes` times after `since` (wall time): what
+        the targets counted by then is in Prometheus. Synchronises on the scrapes themselves
+        (each `up` sample carries its scrape's start time), not on a guess of how long they take."""
+        deadline = time.monotonic() + timeout
+        for _ in range(scrapes):
+            while True:
+                oldest = self.query("min(timestamp(up))")
+                if oldest and float(oldest[0]["value"][1]) > since:  # type: ignore[index]
+                    since = float(oldest[0]["value"][1])  # type: ignore[index]
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no scrape after {since} in {timeout}s:\n{self.log_tail()}")
+                time.sleep(0.1)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

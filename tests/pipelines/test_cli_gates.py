@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cutover.model import PAUSE, BadInput, parse_strategy
-from tests.pipelines.cli_env import Env, as_json, cutover, start_cutover
+from tests.pipelines.cli_env import Env, Follow, as_json, cutover, start_cutover
 
 
 def wait_for(condition: Any, timeout: float = 30.0) -> None:
@@ -39,7 +39,9 @@ def test_a_pause_waits_for_promote_or_abort_from_another_shell(
     try:
         wait_for(lambda: paused(env) or release.poll() is not None)
         assert release.poll() is None, release.communicate()
-        time.sleep(1.0)
+        seen = env.lease_expires_at()
+        wait_for(lambda: env.lease_expires_at() > seen, 60)  # still running: it renewed its lease since
+        assert release.poll() is None and paused(env)
         assert env.weights() == {"blue": 90, "green": 10}  # it holds at 10% until told
         told = cutover(env, decision, "--json")
         assert told.returncode == 0, told.stderr
@@ -103,9 +105,12 @@ def test_pause_in_a_strategy() -> None:
 
 def test_status_watch_repeats_until_ctrl_c(env: Env) -> None:
     watching = start_cutover(env, "status", "--watch", "0.3", "--json")
-    time.sleep(4)
+    assert watching.stdout is not None
+    printed = Follow(watching.stdout)
+    printed.wait_for(lambda lines: sum(line.startswith('{"env"') for line in lines) >= 2)
     watching.send_signal(signal.SIGINT)
-    out, err = watching.communicate(timeout=20)
+    watching.wait(20)
+    out, err = printed.text(), watching.stderr.read() if watching.stderr else ""
     assert watching.returncode == 130, err
     reports = [json.loads(line) for line in out.splitlines() if line.startswith('{"env"')]
     assert len(reports) >= 2 and all(r["active"] == "blue" for r in reports)
@@ -138,7 +143,7 @@ def test_promote_for_a_release_whose_process_died_is_refused(env: Env) -> None:
     wait_for(lambda: paused(env) or release.poll() is not None)
     release.send_signal(signal.SIGKILL)
     release.wait(10)
-    time.sleep(3.2)  # its 3 s lease runs out
+    env.expire_lease()  # its lease runs out (a dead process renews nothing)
     refused = cutover(env, "promote", "--json")
     assert refused.returncode == 2 and "no release is running" in as_json(refused)["reason"]
     resumed = start_cutover(env, "release", "--resume", "--json")  # its own steps: pauses again

@@ -16,7 +16,7 @@ import pytest
 from moto.route53 import responses as route53_responses
 from moto.route53.exceptions import Route53ClientError
 
-from tests.pipelines.cli_env import Env, as_json, cutover, start_cutover
+from tests.pipelines.cli_env import Env, Follow, as_json, cutover, start_cutover
 from tests.pipelines.conftest import MotoServer
 
 
@@ -67,7 +67,7 @@ def test_two_rollbacks_at_once_or_queued_both_end_on_the_last_known_good(env: En
     codes = sorted(p.wait(60) for p in together)
     assert codes in ([0, 0], [0, 3]), codes
     assert env.weights() == {"blue": 100, "green": 0}
-    time.sleep(1.5)  # the rollback workflow queues the next one
+    assert env.lock_item() is None  # both ended and left the lock free for the queued one
     queued = cutover(env, "rollback", "--json")
     assert queued.returncode == 0 and "nothing to roll back" in as_json(queued)["reason"]
     assert env.weights() == {"blue": 100, "green": 0}
@@ -146,12 +146,16 @@ def test_a_cancel_mid_bake_restores_traffic_and_releases_the_lock(
     env: Env, signals: list[int], code: int
 ) -> None:
     release = start_release_and_wait_for_ten_percent(env)
+    assert release.stderr is not None and release.stdout is not None
+    progress = Follow(release.stderr)
     sent = time.monotonic()
-    for number, signum in enumerate(signals):
-        if number:
-            time.sleep(0.3)  # CI waits 7.5 s; the second signal must not abandon the restore
+    first, *later = signals
+    release.send_signal(first)
+    for signum in later:  # CI's SIGTERM comes while the cancel is under way: it must not abandon it
+        progress.wait_for(lambda lines: any("cancelled: cancelled by" in line for line in lines))
         release.send_signal(signum)
-    out, err = release.communicate(timeout=30)
+    release.wait(30)
+    out, err = release.stdout.read(), progress.text()
     assert release.returncode == code, err
     assert time.monotonic() - sent < 15
     assert env.weights() == {"blue": 100, "green": 0}
@@ -205,7 +209,7 @@ def test_resume_finishes_the_killed_release_with_its_own_image(env: Env) -> None
     release = start_release_and_wait_for_ten_percent(env)
     release.send_signal(signal.SIGKILL)
     release.wait(10)
-    time.sleep(3.2)  # the dead release's 3 s lease runs out
+    env.expire_lease()  # the dead release's lease runs out (it renews nothing)
     other = cutover(env, "release", "--image", "v3", "--resume", "--json")
     assert other.returncode == 2 and "v2" in as_json(other)["reason"]
     assert env.weights() == {"blue": 90, "green": 10}

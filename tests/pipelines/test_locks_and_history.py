@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 
 from cutover.adapters.history import DynamoDBHistory, FileHistory
 from cutover.adapters.locks import DynamoDBLock, FileLock, LeaseLock
+from cutover.model import Traffic
 from cutover.ports import LockHeld, LockLost, Record
 
 
@@ -23,11 +26,11 @@ class Clock:
 
 @pytest.fixture(params=["dynamodb", "file"])
 def make_lock(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    def make(clock: Clock, lease: float = 30.0) -> LeaseLock:
+    def make(clock: Clock, lease: float = 30.0, **more: Any) -> LeaseLock:
         if request.param == "dynamodb":
             client = request.getfixturevalue("dynamodb")
-            return DynamoDBLock(client, "locks", "prod", lease_seconds=lease, clock=clock)
-        return FileLock(tmp_path / "prod.lock", lease_seconds=lease, clock=clock)
+            return DynamoDBLock(client, "locks", "prod", lease_seconds=lease, clock=clock, **more)
+        return FileLock(tmp_path / "prod.lock", lease_seconds=lease, clock=clock, **more)
 
     return make
 
@@ -69,16 +72,32 @@ def test_force_breaks_a_live_lease(make_lock: Any) -> None:
     oncall.release()
 
 
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for an observable condition (never for a fixed time); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def lost(lock: LeaseLock) -> bool:
+    try:
+        lock.ensure_held()
+    except LockLost:
+        return True
+    return False
+
+
 def test_the_lease_is_renewed_in_the_background_and_loss_is_reported(tmp_path: Path) -> None:
+    """The renewer thread itself: the test waits for what it does, not for how long it takes."""
     lock = FileLock(tmp_path / "l.lock", lease_seconds=0.3)
     lock.acquire("me", "release")
     first = lock.holder()
-    time.sleep(0.35)
-    renewed = lock.holder()
-    assert first and renewed and renewed["expires_at"] > first["expires_at"]  # renewed while running
+    assert first is not None
+    until(lambda: (lock.holder() or {}).get("expires_at", 0) > first["expires_at"])  # renewed
     FileLock(tmp_path / "l.lock").acquire("other", "rollback", force=True)
-    time.sleep(0.3)
-    with pytest.raises(LockLost):
+    until(lambda: lost(lock))  # its next renewal finds the lease taken over
+    with pytest.raises(LockLost, match="taken over"):
         lock.ensure_held()
     lock.release()
 
@@ -90,7 +109,7 @@ def record(n: int, outcome: str = "running") -> Record:
         actor="ci",
         env="prod",
         started_at=1000.0 + n,
-        from_traffic={"blue": 100, "green": 0},
+        from_traffic=Traffic(100, 0, 1),
         outcome=outcome,
     )
 
@@ -112,30 +131,81 @@ def test_history_keeps_the_latest_version_of_each_record_newest_first(history: A
     assert [r.id for r in history.recent(1)] == ["r2"]
 
 
-def test_a_stuck_operation_stops_renewing_its_lease(tmp_path: Path) -> None:
+# Records exactly as cutover has written them before the record was typed (sorted keys, one line):
+# a release that finished, and a release refused before it read the traffic.
+STORED = [
+    '{"actor": "ci@run-7", "details": {"steps": [{"to": {"blue": 0, "generation": 3, "green": 100}}]}, '
+    '"env": "prod", "finished_at": 1010.5, "from_traffic": {"blue": 100, "generation": 2, "green": 0}, '
+    '"id": "r9", "image": "v2", "operation": "release", "outcome": "succeeded", "reason": "", '
+    '"seconds": 10.5, "started_at": 1000.0, "to_color": "green", '
+    '"to_traffic": {"blue": 0, "generation": 3, "green": 100}}',
+    '{"actor": "oncall", "details": {}, "env": "prod", "finished_at": null, "from_traffic": {}, '
+    '"id": "r8", "image": null, "operation": "rollback", "outcome": "locked", "reason": "held", '
+    '"seconds": null, "started_at": 999.0, "to_color": null, "to_traffic": null}',
+]
+
+
+def test_records_in_the_stored_format_read_typed_and_write_back_unchanged(history: Any) -> None:
+    if isinstance(history, FileHistory):
+        history.path.write_text("\n".join(STORED) + "\n")
+    else:
+        for line in STORED:
+            started = json.loads(line)["started_at"]
+            history.client.put_item(
+                TableName="history",
+                Item={
+                    "env": {"S": "prod"},
+                    "sort_key": {"S": f"{started:017.6f}#{json.loads(line)['id']}"},
+                    "record": {"S": line},
+                },
+            )
+    finished, refused = history.recent(10)
+    assert finished.from_traffic == Traffic(100, 0, 2) and finished.to_traffic == Traffic(0, 100, 3)
+    assert finished.to_color == "green" and finished.to_traffic.active == "green"
+    assert refused.from_traffic is None and refused.to_traffic is None and refused.to_color is None
+    assert [json.dumps(r.to_dict(), sort_keys=True) for r in (finished, refused)] == STORED
+    history.write(finished)  # written again by this version: the same line
+    (again, _) = history.recent(10)
+    assert again == finished
+    if isinstance(history, FileHistory):
+        assert history.path.read_text().splitlines()[-1] == STORED[0]
+    else:
+        items = history.client.scan(TableName="history")["Items"]
+        assert sorted(item["record"]["S"] for item in items) == sorted(STORED)
+
+
+def test_a_stuck_operation_stops_renewing_its_lease(make_lock: Any) -> None:
     """No heartbeat (ensure_held) for `stuck_after` seconds: the renewer lets the lease run out."""
-    lock = FileLock(tmp_path / "prod.lock", lease_seconds=0.3, stuck_after=0.5)
+    wall, silence = Clock(), Clock()
+    lock = make_lock(wall, lease=30, stuck_after=60, monotonic=silence)
     lock.acquire("ci@run-1", "release")
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (lock.holder() or {}).get("expired"):
-            time.sleep(0.05)
+        silence.now += 59
+        assert lock.renew_once() is True  # quiet, not yet stuck: renewed
+        silence.now += 2
+        wall.now += 31
+        assert lock.renew_once() is False  # stuck: left to run out
         assert (lock.holder() or {}).get("expired") is True
         with pytest.raises(LockLost, match="no progress"):
             lock.ensure_held()
-        FileLock(tmp_path / "prod.lock").acquire("oncall@laptop", "rollback")  # on-call gets in
+        make_lock(wall).acquire("oncall@laptop", "rollback")  # on-call gets in
     finally:
         lock.release()
 
 
-def test_an_operation_that_makes_progress_keeps_its_lease(tmp_path: Path) -> None:
-    lock = FileLock(tmp_path / "prod.lock", lease_seconds=0.3, stuck_after=0.5)
+def test_an_operation_that_makes_progress_keeps_its_lease(make_lock: Any) -> None:
+    wall, silence = Clock(), Clock()
+    lock = make_lock(wall, lease=30, stuck_after=60, monotonic=silence)
     lock.acquire("ci@run-1", "release")
     try:
-        for _ in range(15):  # 1.5 s of steps, each a heartbeat
+        for _ in range(15):  # 150 s of steps, each a heartbeat, the renewer every 10 s
+            silence.now += 10
+            wall.now += 10
             lock.ensure_held()
-            time.sleep(0.1)
+            assert lock.renew_once() is True
         assert (lock.holder() or {}).get("expired") is False
+        with pytest.raises(LockHeld):
+            make_lock(wall).acquire("oncall@laptop", "rollback")
     finally:
         lock.release()
 

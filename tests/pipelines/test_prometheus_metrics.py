@@ -88,17 +88,17 @@ def scenario(postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactor
             warmup: dict[str, dict[int, int]] = {"blue": {}, "green": {}}
             for color, client in clients.items():
                 _traffic(client, 4, warmup[color])
-            time.sleep(2.5)
+            prometheus.wait_scraped(time.time(), scrapes=2)
             for color, client in clients.items():
                 _traffic(client, OK_REQUESTS, statuses[color])
             _cut_database(postgres, databases["green"])
             _traffic(clients["green"], 4, warmup["green"])
-            time.sleep(2.5)
+            prometheus.wait_scraped(time.time(), scrapes=2)
             _traffic(clients["green"], FAILING_REQUESTS, statuses["green"])
         finally:
             for client in clients.values():
                 client.close()
-        time.sleep(3.0)  # a few scrapes after the last request
+        prometheus.wait_scraped(time.time(), scrapes=2)  # the last requests are in Prometheus
         yield Scenario(
             prometheus=prometheus,
             source=PrometheusMetrics(prometheus.url),

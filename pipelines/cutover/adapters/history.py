@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 from pathlib import Path
@@ -16,11 +15,11 @@ from cutover.retry import RetryPolicy
 
 
 def _to_json(record: Record) -> str:
-    return json.dumps(dataclasses.asdict(record), sort_keys=True)
+    return json.dumps(record.to_dict(), sort_keys=True)
 
 
 def _from_json(text: str) -> Record:
-    return Record(**json.loads(text))
+    return Record.from_dict(json.loads(text))
 
 
 class FileHistory:

@@ -40,10 +40,14 @@ class LeaseLock:
         lease_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
         stuck_after: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` (wall time) dates the stored lease; `monotonic` measures the operation's
+        silence. Tests inject both, and call `renew_once` instead of waiting for the renewer."""
         self.lease_seconds = lease_seconds
         self.stuck_after = stuck_after if stuck_after is not None else max(600.0, 10 * lease_seconds)
         self._clock = clock
+        self._monotonic = monotonic
         self._beat = 0.0  # the operation's last sign of progress
         self._confirmed = 0.0  # when the stored lease was last seen to be ours
         self._token: str | None = None
@@ -65,7 +69,7 @@ class LeaseLock:
             holder = self.holder() or {"owner": "?", "operation": "?"}
             raise LockHeld(holder)
         self._token, self._lost = token, None
-        self._beat = self._confirmed = time.monotonic()
+        self._beat = self._confirmed = self._monotonic()
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name="cutover-lock-renewer", daemon=True)
         self._renewer.start()
@@ -80,13 +84,13 @@ class LeaseLock:
             raise LockLost("the lock is not held")
         if self._lost is not None:
             raise LockLost(self._lost)
-        self._beat = time.monotonic()
-        if fresh and time.monotonic() - self._confirmed > 1.0:
+        self._beat = self._monotonic()
+        if fresh and self._monotonic() - self._confirmed > 1.0:
             holder = self.holder()
             if holder is None or holder.get("token") != self._token:
                 self._lost = "the lock was taken over by another operation (--break-lock)"
                 raise LockLost(self._lost)
-            self._confirmed = time.monotonic()
+            self._confirmed = self._monotonic()
 
     def release(self) -> None:
         self._stop.set()
@@ -102,22 +106,27 @@ class LeaseLock:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease_seconds / 3):
-            token = self._token
-            if token is None:
+            if not self.renew_once():
                 return
-            silent = time.monotonic() - self._beat
-            if silent > self.stuck_after:
-                self._lost = f"no progress for {silent:.0f}s: the lease was left to run out"
-                return
-            try:
-                with retry.deadline(self.lease_seconds / 3):
-                    renewed = self._renew(token, self._clock() + self.lease_seconds)
-                if not renewed:
-                    self._lost = "the lease was taken over by another operation"
-                    return
-            except Exception as exc:  # cannot renew: by the time the lease ends, it is lost
-                self._lost = f"could not renew the lease: {exc}"
-                return
+
+    def renew_once(self) -> bool:
+        """One turn of the renewer: extend the lease, or say why it is lost (False)."""
+        token = self._token
+        if token is None:
+            return False
+        silent = self._monotonic() - self._beat
+        if silent > self.stuck_after:
+            self._lost = f"no progress for {silent:.0f}s: the lease was left to run out"
+            return False
+        try:
+            with retry.deadline(self.lease_seconds / 3):
+                renewed = self._renew(token, self._clock() + self.lease_seconds)
+        except Exception as exc:  # cannot renew: by the time the lease ends, it is lost
+            self._lost = f"could not renew the lease: {exc}"
+            return False
+        if not renewed:
+            self._lost = "the lease was taken over by another operation"
+        return renewed
 
     def _try_put(self, lease: dict[str, Any], now: float, force: bool) -> bool:
         raise NotImplementedError

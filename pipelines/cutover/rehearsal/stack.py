@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cutover import envfile
 from cutover.adapters.envoy_router import EnvoyRouter
 from cutover.adapters.history import FileHistory
 from cutover.adapters.http_health import HttpHealth
@@ -120,23 +121,15 @@ class LocalStack:
     def write_env_file(self) -> Path:
         """So that `cutover status --env <this file>` works while the rehearsal runs."""
         path = self.workdir / "rehearsal.json"
-        path.write_text(
-            json.dumps(
-                {
-                    "name": "rehearsal",
-                    "router": {"type": "envoy", "layout": self.layout.as_dict()},
-                    "deployer": {
-                        "type": "local",
-                        "state_dir": str(self.workdir / "colors"),
-                        "ports": self.ports,
-                    },
-                    "lock": {"type": "file", "path": str(self.workdir / "lock.json")},
-                    "history": {"type": "file", "path": str(self.workdir / "history.jsonl")},
-                    "colors": {c: {"endpoint": self.layout.color_url(c)} for c in COLORS},
-                },
-                indent=2,
-            )
+        spec = envfile.EnvFile(
+            name="rehearsal",
+            router=envfile.EnvoyRouter(layout=self.layout.as_dict()),
+            deployer=envfile.LocalDeployer(state_dir=str(self.workdir / "colors"), ports=self.ports),
+            lock=envfile.FileLock(path=str(self.workdir / "lock.json")),
+            history=envfile.JsonFile(path=str(self.workdir / "history.jsonl")),
+            colors={c: envfile.ColorEntry(endpoint=self.layout.color_url(c)) for c in COLORS},
         )
+        path.write_text(json.dumps(spec.to_dict(), indent=2))
         return path
 
     def stop_all(self) -> list[int]:
