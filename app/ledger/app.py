@@ -58,10 +58,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
             max_clients=settings.rate_limit_max_clients,
         )
         app = RateLimitMiddleware(app, buckets, client_address, runtime.metrics.rate_limited.inc)
-    app = LivenessMiddleware(app)  # the kubelet's most frequent question, answered first
-    app = ObserveMiddleware(app, runtime.metrics)
-    # Around the access log and every answer (the liveness shortcut's, errors'): trace ids
-    # in each log line of a request and `traceparent` on each response.
-    app = TracingMiddleware(app)
-    app = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
+    observe = ObserveMiddleware(app, runtime.metrics)
+    # Around the access log and every answer (errors' too): trace ids in each log line of a
+    # request and `traceparent` on each response.
+    app = TracingMiddleware(observe)
+    headers = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
+    # The kubelet's most frequent question, answered first with the stack's own headers,
+    # trace and metrics (see the module).
+    app = LivenessMiddleware(headers, headers=headers, observe=observe)
     return app, runtime

@@ -44,7 +44,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from ledger.errors import error_body
 from ledger.middleware.headers import SECURITY_HEADERS
@@ -123,6 +130,68 @@ class Connections:
         self._sweeper = (
             loop.call_later(_SWEEP_SECONDS, self.sweep, loop) if self.open or self.reserve else None
         )
+
+
+# Response header lines checked once by uvicorn's rules and reused: the same few pairs (the
+# security headers, x-served-by, content-type, uvicorn's date) start most responses, and
+# checking each again costs more than the rest of a probe. Only these names are kept.
+_REUSABLE_NAMES = frozenset(
+    {name for name, _ in SECURITY_HEADERS} | {b"x-served-by", b"content-type", b"date", b"server"}
+)
+_REUSABLE_MAX = 256  # the date changes every second: start over rather than grow
+_checked_lines: dict[tuple[bytes, bytes], bytes] = {}
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, writing a response head with the header lines it
+    checked before reused (the same checks as uvicorn's for every other header)."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if (
+            message["type"] != "http.response.start"
+            or self.response_started
+            or self.disconnected
+            or self.access_log
+            or self.flow.write_paused
+        ):
+            await super().send(message)
+            return
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status_code = message["status"]
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        for pair in (*self.default_headers, *message.get("headers", ())):
+            line = _checked_lines.get(pair)
+            if line is None:
+                name, value = pair
+                if HEADER_RE.search(name):
+                    raise RuntimeError("Invalid HTTP header name.")
+                if HEADER_VALUE_RE.search(value):
+                    raise RuntimeError("Invalid HTTP header value.")
+                name = name.lower()
+                if name == b"content-length" and self.chunked_encoding is None:
+                    self.expected_content_length = int(value.decode())
+                    self.chunked_encoding = False
+                elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                    self.expected_content_length = 0
+                    self.chunked_encoding = True
+                elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+                    self.keep_alive = False
+                    has_connection_close = True
+                line = b"%s: %s\r\n" % (name, value)
+                if name in _REUSABLE_NAMES:
+                    if len(_checked_lines) >= _REUSABLE_MAX:
+                        _checked_lines.clear()
+                    _checked_lines[pair] = line
+            content.append(line)
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
 
 
 class LedgerHttpProtocol(HttpToolsProtocol):
@@ -242,6 +311,8 @@ class LedgerHttpProtocol(HttpToolsProtocol):
             self._refuse_connection(503, "over_capacity", "the server is at its connection limit")
             raise _StopParsing
         super().on_headers_complete()
+        if type(self.cycle) is RequestResponseCycle:  # the new cycle: it runs on the next loop turn
+            self.cycle.__class__ = _Cycle
         if self._health_only and self.cycle is not None:
             self.cycle.keep_alive = False  # one probe per reserved place
 

@@ -43,21 +43,28 @@ class ResponseHeadersMiddleware:
         self._static = ((b"x-served-by", served_by.encode()), *SECURITY_HEADERS)
         self._is_draining = is_draining
 
+    def request_id(self, scope: Scope) -> bytes:
+        """This request's id (the incoming one when sane, else new), kept in scope state."""
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex().encode()  # a uuid4's entropy
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        return request_id
+
+    def headers_for(self, scope: Scope, request_id: bytes) -> list[tuple[bytes, bytes]]:
+        """The headers this middleware adds to the response of this request."""
+        headers = [(b"x-request-id", request_id), *self._static]
+        if self._is_draining() and not _more_requests(scope):
+            headers.append((b"connection", b"close"))
+        return headers
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or os.urandom(16).hex().encode()  # a uuid4's entropy
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        request_id = self.request_id(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                headers.append((b"x-request-id", request_id))
-                headers.extend(self._static)
-                if self._is_draining() and not _more_requests(scope):
-                    headers.append((b"connection", b"close"))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *self.headers_for(scope, request_id)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

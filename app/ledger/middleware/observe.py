@@ -53,9 +53,10 @@ class ObserveMiddleware:
             in_flight.dec()
             if not status:  # no response was sent: the client left, or the app crashed
                 status = CLIENT_CLOSED_REQUEST if scope.get("state", {}).get("client_closed") else 500
-            self._record(scope, status, time.perf_counter() - start)
+            self.record(scope, status, time.perf_counter() - start)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count and time one answered request, and log it."""
         method, route = scope["method"], route_template(scope)
         key = (method, route, status)
         children = self._children.get(key)

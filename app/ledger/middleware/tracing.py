@@ -136,6 +136,16 @@ def trace_headers(scope: Scope) -> tuple[list[str], list[str]]:
     return traceparent, tracestate
 
 
+def start_trace(scope: Scope) -> tuple[TraceContext, list[tuple[bytes, bytes]]]:
+    """This request's trace context (kept in scope state) and the response headers it gives."""
+    trace = trace_context(*trace_headers(scope), os.urandom(24))
+    scope.setdefault("state", {})["trace"] = trace
+    headers = [(b"traceparent", trace.traceparent().encode())]
+    if trace.tracestate:
+        headers.append((b"tracestate", trace.tracestate.encode()))
+    return trace, headers
+
+
 class TracingMiddleware:
     """Gives each HTTP request a trace context and returns `traceparent` on its response."""
 
@@ -146,11 +156,7 @@ class TracingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace = trace_context(*trace_headers(scope), os.urandom(24))
-        scope.setdefault("state", {})["trace"] = trace
-        headers: list[tuple[bytes, bytes]] = [(b"traceparent", trace.traceparent().encode())]
-        if trace.tracestate:
-            headers.append((b"tracestate", trace.tracestate.encode()))
+        trace, headers = start_trace(scope)
 
         async def send_with_trace(message: Message) -> None:
             if message["type"] == "http.response.start":
