@@ -379,6 +379,20 @@ def _meta_paths() -> dict[str, Any]:
     }
 
 
+# Answers the HTTP protocol (ledger/http_protocol.py) writes before any route sees the
+# request: on any path, so described once here instead of on every operation.
+_CONNECTION_LAYER = (
+    "Also not in the operations below: answers the connection layer writes before the "
+    "application sees a request, on any path, each a JSON error with `connection: close`, "
+    "X-Request-Id, X-Served-By and the security headers but no Traceparent: "
+    "400 `bad_request` (a request the HTTP parser refuses), "
+    "408 `header_timeout` or `body_timeout` (headers or body too slow to arrive), "
+    "431 `request_header_fields_too_large` (request line and headers over the limit), "
+    "503 `over_capacity` (at the connection limit: Retry-After 1 when a stalled connection is "
+    "evicted; none on a place kept for the health probes) and 503 `shutting_down` (Retry-After 0)."
+)
+
+
 def build_openapi(version: str) -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(m, "validation") for m in (AccountCreate, Account, TransferCreate, Transfer, FieldProblem)],
@@ -393,7 +407,8 @@ def build_openapi(version: str) -> dict[str, Any]:
                 'Accounts and atomic transfers. Every error is JSON `{"error": {"code", "message"}}` '
                 "(422 `invalid_request` adds `details`). Not described here: WS /ws/transfers, the live "
                 "feed of committed transfers (a websocket; refused handshakes answer 429 or 503 with "
-                "Retry-After), and unknown paths or methods (404 `not_found`, 405 `method_not_allowed`)."
+                "Retry-After), and unknown paths or methods (404 `not_found`, 405 `method_not_allowed`). "
+                "HEAD is answered on every GET path as GET is, without a body. " + _CONNECTION_LAYER
             ),
         },
         "paths": {**_resource_paths(), **_meta_paths()},

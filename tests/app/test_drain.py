@@ -141,12 +141,20 @@ def test_sigterm_drains_without_failing_a_request(start_ledger: StartLedger, dat
     assert exited_after <= DRAIN + SHUTDOWN_TIMEOUT + 1, exited_after
 
 
+def _wait_until_draining(url: str) -> None:
+    """Poll /metrics (deadline 10 s) until the process says it drains: the signal was handled."""
+    deadline = time.monotonic() + 10
+    while "ledger_draining 1.0" not in httpx.get(url + "/metrics", timeout=5).text:
+        assert time.monotonic() < deadline, "SIGTERM not handled within 10 s"
+        time.sleep(0.02)
+
+
 def test_draining_responses_ask_clients_to_reconnect(start_ledger: StartLedger) -> None:
     process = start_ledger(DRAIN_SECONDS="3")
     with httpx.Client(base_url=process.url) as http:
         assert "connection" not in http.get("/health/live").headers
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        _wait_until_draining(process.url)
         answer = http.get("/health/live")
         assert answer.status_code == 200
         assert answer.headers["connection"] == "close"
@@ -156,7 +164,7 @@ def test_draining_responses_ask_clients_to_reconnect(start_ledger: StartLedger) 
 def test_second_signal_exits_at_once(start_ledger: StartLedger) -> None:
     process = start_ledger(DRAIN_SECONDS="30")
     process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    _wait_until_draining(process.url)  # the first signal is handled: the next one is the second
     assert process.running()
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
