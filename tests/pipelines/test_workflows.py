@@ -318,7 +318,7 @@ def test_one_build_is_tagged_in_every_environment_repository(tmp_path: Path) -> 
 def test_each_environment_releases_the_built_digest_not_the_tag() -> None:
     release = load(SOURCE / "release.yml")
     jobs = release["jobs"]
-    assert jobs["build"]["uses"] == "$/.github/workflows/build.yml"
+    assert jobs["build"]["uses"] == "./.github/workflows/build.yml"
     assert jobs["build"]["needs"] == "test"
     for env in ("staging", "prod"):
         assert "build" in jobs[env]["needs"]  # `needs.build` is only visible to direct dependents
