@@ -37,19 +37,7 @@ SECTION_KEYS: dict[tuple[str, str], envfile.KeySpec] = {
 ANALYSIS_KEYS: dict[str, envfile.KeySpec] = {kind: cls.keys() for kind, cls in envfile.ANALYSES.items()}
 AWS_KEYS: envfile.KeySpec = envfile.Aws.keys()
 COLOR_KEYS = set(envfile.ColorEntry.keys())  # what the cutover_env output gives per color
-TOP_KEYS = {
-    "name",
-    "router",
-    "deployer",
-    "lock",
-    "history",
-    "state",
-    "colors",
-    "gates",
-    "smoke_checks",
-    "aws",
-    "analysis",
-}
+TOP_KEYS = set(envfile.EnvFile.ORDER)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,21 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
         server.destroy()
 
 
+@pytest.fixture
+def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake static credentials; no profile, config file or metadata service."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE",
+        "AWS_SECRET_ACCESS_KEY": "fake-secret",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def open_account(client: httpx.Client, balance: int, currency: str = "EUR", name: str = "acct") -> str:
     answer = client.post("/accounts", json={"name": name, "currency": currency, "opening_balance": balance})
     assert answer.status_code == 201, answer.text

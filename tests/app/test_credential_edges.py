@@ -34,21 +34,6 @@ from ledger.runtime import Runtime
 ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-edge"
 
 
-@pytest.fixture
-def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake static credentials; no profile, config file or metadata service."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE",
-        "AWS_SECRET_ACCESS_KEY": "fake-secret",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
 def _password(path: Path) -> str:
     return asyncio.run(PasswordFile(str(path)).password())
 

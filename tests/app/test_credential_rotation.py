@@ -377,21 +377,6 @@ def test_a_login_refused_past_the_retry_window_is_a_clear_503_cause(tmp_path: Pa
 # --- IAM tokens and Secrets Manager -----------------------------------------------------
 
 
-@pytest.fixture
-def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake static credentials from the environment; no profile or metadata service."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE",
-        "AWS_SECRET_ACCESS_KEY": "fake-secret",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.mark.usefixtures("fake_aws")
 def test_iam_mode_signs_a_connect_token_per_connection_for_the_url() -> None:
     settings = Settings.from_env(

@@ -30,59 +30,108 @@ BASE_VALUES: dict[str, Any] = {
 }
 TARGET_GROUP = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/ledger-blue/0123456789abcdef"
 
+
+def _custom_resource(spec: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a custom resource whose `spec` has the schema given."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"spec": spec},
+    }
+
+
 # The custom resources the chart may render, checked against the fields their CRDs define
 # (aws-load-balancer-controller's TargetGroupBinding v1beta1, prometheus-operator's
-# ServiceMonitor v1): required fields and enums, and no field the CRD does not know.
+# ServiceMonitor and PrometheusRule v1): required fields and enums, and no field the CRD
+# does not know.
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("elbv2.k8s.aws/v1beta1", "TargetGroupBinding"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["serviceRef", "targetGroupARN"],
-                "properties": {
-                    "targetGroupARN": {"type": "string", "pattern": "^arn:aws[a-z-]*:elasticloadbalancing:"},
-                    "targetType": {"enum": ["instance", "ip"]},
-                    "ipAddressType": {"enum": ["ipv4", "ipv6"]},
-                    "serviceRef": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["name", "port"],
-                        "properties": {"name": {"type": "string"}, "port": {"type": ["integer", "string"]}},
-                    },
-                    "networking": {"type": "object"},
-                    "nodeSelector": {"type": "object"},
+    ("elbv2.k8s.aws/v1beta1", "TargetGroupBinding"): _custom_resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["serviceRef", "targetGroupARN"],
+            "properties": {
+                "targetGroupARN": {"type": "string", "pattern": "^arn:aws[a-z-]*:elasticloadbalancing:"},
+                "targetType": {"enum": ["instance", "ip"]},
+                "ipAddressType": {"enum": ["ipv4", "ipv6"]},
+                "serviceRef": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "port"],
+                    "properties": {"name": {"type": "string"}, "port": {"type": ["integer", "string"]}},
                 },
-            }
-        },
-    },
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "spec": {
-                "type": "object",
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "properties": {"matchLabels": {"type": "object"}}},
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "port": {"type": "string"},
-                                "path": {"type": "string"},
-                                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                            },
+                "networking": {"type": "object"},
+                "nodeSelector": {"type": "object"},
+            },
+        }
+    ),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _custom_resource(
+        {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object", "properties": {"matchLabels": {"type": "object"}}},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                         },
                     },
                 },
-            }
-        },
-    },
+            },
+        }
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _custom_resource(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": ["string", "integer"]},
+                                        "for": {
+                                            "type": "string",
+                                            "pattern": "^(0|([0-9]+(ms|s|m|h|d|w|y))+)$",
+                                        },
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        }
+    ),
 }
 
 

@@ -25,14 +25,13 @@ from typing import Any
 
 import helm_python
 import httpx
-import jsonschema
 import pytest
 import yaml
 
 from cutover.local.database import migrate_database
 from cutover.local.ledger_process import LedgerProcess
 from cutover.local.postgres import EmbeddedPostgres
-from tests.charts.helpers import BASE_VALUES, CHART, by_kind, merged, render
+from tests.charts.helpers import BASE_VALUES, CHART, NEWEST, by_kind, merged, render, validate
 from tests.pipelines.metrics_fixtures import INSTALL, PROMETHEUS, PrometheusServer
 
 ROOT = CHART.parents[1]
@@ -53,58 +52,6 @@ MONITORING = {
         "prometheusRule": {"enabled": True},
         "dashboard": {"enabled": True},
     }
-}
-
-# The PrometheusRule's fields (prometheus-operator's CRD, monitoring.coreos.com/v1).
-PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["groups"],
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["name", "rules"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "interval": {"type": "string"},
-                            "rules": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "additionalProperties": False,
-                                    "required": ["expr"],
-                                    "properties": {
-                                        "alert": {"type": "string"},
-                                        "record": {"type": "string"},
-                                        "expr": {"type": ["string", "integer"]},
-                                        "for": {
-                                            "type": "string",
-                                            "pattern": "^(0|([0-9]+(ms|s|m|h|d|w|y))+)$",
-                                        },
-                                        "labels": {
-                                            "type": "object",
-                                            "additionalProperties": {"type": "string"},
-                                        },
-                                        "annotations": {
-                                            "type": "object",
-                                            "additionalProperties": {"type": "string"},
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                }
-            },
-        }
-    },
 }
 
 
@@ -178,7 +125,7 @@ def test_the_prometheus_rule_is_rendered_only_when_enabled_and_is_well_formed() 
         merged(BASE_VALUES, MONITORING, {"monitoring": {"prometheusRule": {"labels": {"release": "kps"}}}})
     )
     (rule,) = by_kind(objects, "PrometheusRule")
-    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
+    validate([rule], NEWEST)  # the fields prometheus-operator's CRD defines
     assert rule["metadata"]["labels"]["release"] == "kps"
     assert rule["metadata"]["namespace"] == "ledger"
 

@@ -21,7 +21,8 @@ CONTRACT = {
     "money_conserved",
     "release",
     "rollback",
-}
+}  # in every report (docs/contracts.md documents them: tests/test_contracts_doc.py)
+FAULTS_CONTRACT = {"faults", "transfers_lost"}  # added by --faults
 
 
 def rehearse(*flags: str) -> tuple[int, dict[str, Any], str]:
@@ -67,6 +68,7 @@ def test_traffic_follows_each_weight_change(plain: tuple[int, dict[str, Any], st
 
 def test_faults_lose_no_acknowledged_transfer_and_the_broken_release_rolls_back() -> None:
     code, report, _ = rehearse("--faults")
+    assert set(report) >= FAULTS_CONTRACT, FAULTS_CONTRACT - set(report)
     assert code == 0 and report["passed"] is True, report
     faults = {f["scenario"]: f for f in report["faults"]}
     assert set(faults) == {"sigterm_pod", "sigkill_pod", "postgres_restart", "broken_release"}

@@ -35,6 +35,7 @@ class Registered:
     parent_type: str | None = None
     protect: bool = False
     ignore_changes: tuple[str, ...] = ()
+    depends_on: frozenset[str] = frozenset()  # the depends_on option, by resource name
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Run:
                 r.parent_type,
                 r.protect,
                 r.ignore_changes,
+                r.depends_on,
             )
             for r in self.registered
         ]
@@ -73,6 +75,17 @@ class Run:
         for r in self.resources:
             counts[r.type] = counts.get(r.type, 0) + 1
         return dict(sorted(counts.items()))
+
+
+def ledger_values(run: Run, color: str) -> dict[str, Any]:
+    """The Helm values of `color`'s ledger release, as the program declared them."""
+    (release,) = [
+        r
+        for r in run.of_type("kubernetes:helm.sh/v3:Release")
+        if r.inputs.get("chart", "").endswith("charts/ledger") and r.inputs["values"]["color"] == color
+    ]
+    values: dict[str, Any] = release.inputs["values"]
+    return values
 
 
 def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -215,6 +228,15 @@ def stack_config(stack: str) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
+def dependency_names(opts: pulumi.ResourceOptions | None) -> frozenset[str]:
+    """The names of the resources a resource's depends_on option lists (the program lists
+    resources, never outputs)."""
+    wanted = opts.depends_on if opts else None
+    listed = [wanted] if isinstance(wanted, pulumi.Resource) else list(wanted or [])  # type: ignore[arg-type]
+    assert all(isinstance(r, pulumi.Resource) for r in listed), listed
+    return frozenset(r.pulumi_resource_name for r in listed)
+
+
 def run_program(
     stack: str,
     config: dict[str, str] | None = None,
@@ -247,6 +269,7 @@ def run_program(
                 parent_type=getattr(parent, "_type", None) if parent is not None else None,
                 protect=bool(args.opts and args.opts.protect),
                 ignore_changes=tuple(args.opts.ignore_changes or ()) if args.opts else (),
+                depends_on=dependency_names(args.opts),
             )
         )
         return None

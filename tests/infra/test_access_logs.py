@@ -6,10 +6,8 @@ ones), and each ALB writing to it under its color, after the policy exists."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-import pulumi
 import pytest
 from cutover_infra.components.access_logs import (
     LOG_DELIVERY_SERVICE,
@@ -19,7 +17,8 @@ from cutover_infra.components.access_logs import (
 )
 from cutover_infra.config import ConfigError, parse
 
-from tests.infra.harness import ELB_ACCOUNTS, ROOT, Run, run_program, stack_config
+from tests.infra.harness import ELB_ACCOUNTS, ROOT, Run, run_program
+from tests.infra.test_config import mutated
 
 BUCKET = "aws:s3/bucket:Bucket"
 POLICY = "aws:s3/bucketPolicy:BucketPolicy"
@@ -30,47 +29,12 @@ COLORS = ("blue", "green")
 
 def config(**changes: Any) -> tuple[dict[str, str], list[str]]:
     """Pulumi.prod.yaml as the engine passes it, `cutover:` keys changed (None removes one)."""
-    flat, secrets = stack_config("prod")
-    for key, value in changes.items():
-        full = key if ":" in key else f"cutover:{key}"
-        if value is None:
-            flat.pop(full, None)
-        else:
-            flat[full] = value if isinstance(value, str) else json.dumps(value)
-    return flat, secrets
-
-
-def run_with_dependencies(
-    stack: str, flat: dict[str, str], secrets: list[str]
-) -> tuple[Run, dict[str, set[str]]]:
-    """run_program, also recording each resource's depends_on (by resource name)."""
-    depends_on: dict[str, set[str]] = {}
-    active = [True]  # the SDK keeps stack transformations across runs: record this one only
-    register = pulumi.runtime.register_stack_transformation
-
-    def record(args: pulumi.ResourceTransformationArgs) -> None:
-        if active[0] and args.opts is not None and args.opts.depends_on:
-            wanted = args.opts.depends_on
-            listed = [wanted] if isinstance(wanted, pulumi.Resource) else list(wanted)  # type: ignore[arg-type]
-            depends_on[args.name] = {r.pulumi_resource_name for r in listed}
-        return None
-
-    def register_both(transformation: Callable[..., Any]) -> None:
-        register(transformation)
-        register(record)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pulumi.runtime, "register_stack_transformation", register_both)
-        try:
-            run = run_program(stack, flat, secrets)
-        finally:
-            active[0] = False
-    return run, depends_on
+    return mutated("prod", **changes)
 
 
 @pytest.fixture(scope="module")
-def prod() -> tuple[Run, dict[str, set[str]]]:
-    return run_with_dependencies("prod", *stack_config("prod"))
+def prod() -> Run:
+    return run_program("prod")
 
 
 def policy_of(run: Run) -> dict[str, Any]:
@@ -121,8 +85,8 @@ def test_the_policy_lets_log_delivery_put_objects_under_the_prefixes_only_and_de
 # --------------------------------------------------------------------------- the program
 
 
-def test_one_private_encrypted_expiring_bucket_per_stack(prod: tuple[Run, dict[str, set[str]]]) -> None:
-    run, _ = prod
+def test_one_private_encrypted_expiring_bucket_per_stack(prod: Run) -> None:
+    run = prod
     bucket = run.one(BUCKET)
     assert bucket.parent_type == "cutover:traffic:AccessLogs"
     assert bucket.inputs["bucketPrefix"] == "cutover-prod-alb-logs-"
@@ -151,10 +115,8 @@ def test_one_private_encrypted_expiring_bucket_per_stack(prod: tuple[Run, dict[s
     )
 
 
-def test_eu_west_1_grants_its_elb_account_and_every_alb_logs_after_the_policy(
-    prod: tuple[Run, dict[str, set[str]]],
-) -> None:
-    run, depends_on = prod
+def test_eu_west_1_grants_its_elb_account_and_every_alb_logs_after_the_policy(prod: Run) -> None:
+    run = prod
     name = run.outputs["accessLogsBucket"]
     (allow, deny) = policy_of(run)["Statement"]
     assert allow["Principal"] == {"AWS": f"arn:aws:iam::{ELB_ACCOUNTS['eu-west-1']}:root"}
@@ -162,12 +124,12 @@ def test_eu_west_1_grants_its_elb_account_and_every_alb_logs_after_the_policy(
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     policy = run.one(POLICY)
     assert policy.inputs["bucket"] == name
-    assert depends_on[policy.name] == {"prod-access-logs-public-access", "prod-access-logs-ownership"}
+    assert policy.depends_on == {"prod-access-logs-public-access", "prod-access-logs-ownership"}
     for color in COLORS:
         alb = f"prod-{color}-lb-alb"
         (found,) = [r for r in run.of_type(ALB) if r.name == alb]
         assert found.inputs["accessLogs"] == {"bucket": name, "prefix": color, "enabled": True}
-        assert depends_on[alb] == {policy.name}  # AWS checks write access when logging is turned on
+        assert found.depends_on == {policy.name}  # AWS checks write access when logging is turned on
 
 
 def test_a_newer_region_grants_the_service_principal_and_never_asks_for_an_elb_account() -> None:

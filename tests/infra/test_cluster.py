@@ -5,11 +5,9 @@ TargetGroupBinding declared before the pods, and the Load Balancer Controller op
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
 import pytest
 import yaml
 from cutover_infra.components.access import access_policy_arn, grants
@@ -31,7 +29,10 @@ class Graph:
     """A program run plus each resource's explicit depends_on (by resource name)."""
 
     run: Run
-    depends_on: dict[str, set[str]]
+
+    @property
+    def depends_on(self) -> dict[str, set[str]]:
+        return {r.name: set(r.depends_on) for r in self.run.registered}
 
     def named(self, name: str) -> Any:
         (found,) = [r for r in self.run.resources if r.name == name]
@@ -41,31 +42,8 @@ class Graph:
 def run_with_dependencies(
     stack: str, config: dict[str, str] | None = None, secrets: list[str] | None = None
 ) -> Graph:
-    """run_program, also recording every resource's depends_on option: a second stack
-    transformation registered next to the harness's own."""
-    depends_on: dict[str, set[str]] = {}
-    active = [True]  # the SDK keeps stack transformations across runs: record this one only
-    register = pulumi.runtime.register_stack_transformation
-
-    def record(args: pulumi.ResourceTransformationArgs) -> None:
-        if active[0]:
-            wanted = args.opts.depends_on if args.opts else None
-            listed = [wanted] if isinstance(wanted, pulumi.Resource) else list(wanted or [])  # type: ignore[arg-type]
-            assert all(isinstance(r, pulumi.Resource) for r in listed), listed  # the program lists resources
-            depends_on[args.name] = {r.pulumi_resource_name for r in listed}
-        return None
-
-    def register_both(transformation: Callable[..., Any]) -> None:
-        register(transformation)
-        register(record)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pulumi.runtime, "register_stack_transformation", register_both)
-        try:
-            run = run_program(stack, config, secrets)
-        finally:
-            active[0] = False
-    return Graph(run, depends_on)
+    """run_program, with each resource's depends_on at hand."""
+    return Graph(run_program(stack, config, secrets))
 
 
 def raw_config(stack: str, **cluster: object) -> dict[str, Any]:

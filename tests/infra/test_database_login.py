@@ -16,7 +16,7 @@ from cutover_infra.values import DatabaseLogin, database_user_arn
 
 from ledger.config import Settings
 from tests.charts.helpers import NEWEST, render, validate
-from tests.infra.harness import Run, run_program
+from tests.infra.harness import Run, ledger_values, run_program
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +24,8 @@ def prod() -> Run:
     return run_program("prod")
 
 
-def release_values(run: Run, color: str) -> dict[str, Any]:
-    (release,) = [
-        r
-        for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs.get("chart", "").endswith("charts/ledger") and r.inputs["values"]["color"] == color
-    ]
-    values: dict[str, Any] = release.inputs["values"]
-    return values
-
-
 def rendered(run: Run, color: str) -> list[dict[str, Any]]:
-    objects = render(release_values(run, color), name=f"ledger-{color}", namespace=f"ledger-{color}")
+    objects = render(ledger_values(run, color), name=f"ledger-{color}", namespace=f"ledger-{color}")
     validate(objects, NEWEST)
     return objects
 
@@ -115,7 +105,7 @@ def test_no_password_reaches_the_program_its_state_or_kubernetes(prod: Run) -> N
     assert "aws:secretsmanager/getSecretVersion:getSecretVersion" not in prod.calls
     assert prod.of_type("kubernetes:core/v1:Secret") == []
     for color in ("blue", "green"):
-        text = json.dumps(release_values(prod, color))
+        text = json.dumps(ledger_values(prod, color))
         assert "s3cr3t" not in text and "password" not in text.lower()
         assert not [o for o in rendered(prod, color) if o["kind"] == "Secret"]
 

@@ -36,7 +36,8 @@ from cutover.adapters.route53 import Route53Router
 from cutover.local import strict_route53
 from cutover.model import Traffic
 from tests.charts.helpers import render
-from tests.infra.harness import RecordingMocks, Registered, Run, run_program, stack_config
+from tests.infra.harness import RecordingMocks, Registered, Run, ledger_values, run_program, stack_config
+from tests.pipelines.cli_env import AWS_ENV
 
 DOMAIN = "ledger.example.com"  # Pulumi.prod.yaml
 CONFIG_ZONE = "Z0PRODEXAMPLE1234"
@@ -126,11 +127,7 @@ def table_item(client: Any, table: str, key: str) -> tuple[dict[str, Any], list[
 
 @pytest.fixture
 def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
+    for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("CUTOVER_LOCK_OWNER", raising=False)
     with mock_aws(), strict_route53.strict():
@@ -445,21 +442,11 @@ def test_the_chart_limits_postgres_egress_to_the_database_cidr() -> None:
     assert postgres and all(rule["to"] == [{"ipBlock": {"cidr": "10.20.0.0/18"}}] for rule in postgres)
 
 
-def helm_values(run: Run, color: str) -> dict[str, Any]:
-    (release,) = [
-        r
-        for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs.get("chart", "").endswith("charts/ledger") and r.inputs["values"]["color"] == color
-    ]
-    values: dict[str, Any] = release.inputs["values"]
-    return values
-
-
 def test_the_database_cidr_and_keep_alive_reach_the_helm_releases() -> None:
     config, secrets = prod(loadBalancer={"idleTimeoutSeconds": 120})
     run = run_program("prod", config, secrets)
     for color in ("blue", "green"):
-        values = helm_values(run, color)
+        values = ledger_values(run, color)
         assert values["database"]["cidr"] == "10.20.0.0/18"
         assert values["aws"]["idleTimeoutSeconds"] == 120 and values["http"]["keepAliveSeconds"] == 135
 
@@ -514,11 +501,11 @@ def test_an_image_pinned_by_digest_is_accepted_deployed_by_digest_and_exported()
     config, secrets = prod(blueImage=f"v1.5.0@{DIGEST}")
     run = run_program("prod", config, secrets)
     assert run.outputs["imageDigests"]["blue"] == DIGEST  # pinned: no registry lookup needed
-    image = helm_values(run, "blue")["image"]
+    image = ledger_values(run, "blue")["image"]
     assert (image["tag"], image["digest"]) == ("v1.5.0", DIGEST)
     deployment = next(
         o
-        for o in render(helm_values(run, "blue"), name="ledger-blue", namespace="ledger-blue")
+        for o in render(ledger_values(run, "blue"), name="ledger-blue", namespace="ledger-blue")
         if o["kind"] == "Deployment"
     )
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f"/ledger@{DIGEST}")
@@ -539,7 +526,7 @@ def test_without_an_image_repository_the_program_creates_an_ecr_repository_and_d
     assert policy["rules"][0]["selection"]["countNumber"] == 30
     url = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cutover/prod/ledger"
     assert run.outputs["imageRepository"] == url
-    assert helm_values(run, "green")["image"]["repository"] == url
+    assert ledger_values(run, "green")["image"]["repository"] == url
     with pytest.raises(ConfigError, match=r"cutover:imageRepository is set while registry\.create is true"):
         parsed("prod", registry={"create": True})
 

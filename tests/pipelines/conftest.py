@@ -25,7 +25,7 @@ from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
 from cutover.model import COLORS, Color
 from tests.pipelines import moto_quirks
-from tests.pipelines.cli_env import Env, _keys
+from tests.pipelines.cli_env import AWS_ENV, Env, _keys
 
 RECORD = "ledger.example.com."
 GENERATION = "_cutover.ledger.example.com."
@@ -114,11 +114,7 @@ def _route53_like_aws() -> Iterator[None]:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
+    for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
     with mock_aws():
         yield
