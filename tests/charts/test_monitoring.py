@@ -43,6 +43,7 @@ ALERTS = (
     "LedgerFeedDegraded",
     "LedgerDatabasePoolSaturated",
     "LedgerColorServingWhileUnhealthy",
+    "LedgerColorDown",
 )
 SERVICE_MONITOR = {"monitoring": {"serviceMonitor": {"enabled": True}}}
 DASHBOARD = {"monitoring": {"dashboard": {"enabled": True}}}
@@ -295,6 +296,17 @@ CASES = [
         ],
         labels={"color": "blue", "severity": "critical"},
         summary="ledger blue takes traffic with 0% of its pods ready",
+    ),
+    Case(
+        "LedgerColorDown",
+        "10m",
+        firing=[series("up", "1x3 0x10"), series("up", "1x2 0x10", instance="10.0.0.2:8000")],
+        silent=[  # one pod of two down: the color still answers (other alerts cover it)
+            series("up", "1x3 0x10"),
+            series("up", "1x13", instance="10.0.0.2:8000"),
+        ],
+        labels={"color": "blue", "severity": "critical"},
+        summary="ledger blue: no pod answers its metrics scrape",
     ),
 ]
 
