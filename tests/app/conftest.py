@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -100,3 +102,21 @@ def open_account(client: httpx.Client, balance: int, currency: str = "EUR", name
     answer = client.post("/accounts", json={"name": name, "currency": currency, "opening_balance": balance})
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+    """Poll `predicate` until it holds; fail naming `what` if it does not within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(poll)
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], timeout: float, what: str, poll: float = 0.02
+) -> None:
+    """`wait_until` for a coroutine predicate, without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(poll)

@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import json
 import resource
+import select
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cutover.local.ledger_process import LedgerProcess
-from tests.app.conftest import StartLedger, open_account
+from tests.app.conftest import StartLedger, open_account, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -155,6 +156,32 @@ def _open_gauge(process: LedgerProcess) -> float:
     return next(f.samples[0].value for f in families if f.name == "ledger_http_connections_open")
 
 
+def _all_connects_done(sockets: list[socket.socket]) -> Callable[[], bool]:
+    """A predicate: every non-blocking connect has finished (writable, or refused/reset)."""
+    poller = select.poll()
+    for sock in sockets:
+        poller.register(sock, select.POLLOUT)
+    return lambda: len(poller.poll(0)) == len(sockets)
+
+
+def _server_side(port: int) -> list[int]:
+    """Unread bytes (rx queue) of each established TCP socket on the server's side of `port`.
+
+    Zero on a socket means the server process has read everything its client sent."""
+    unread = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state = int(fields[1].split(":")[1], 16), fields[3]
+        if local_port == port and state == "01":  # ESTABLISHED
+            unread.append(int(fields[4].split(":")[1], 16))
+    return unread
+
+
+def _all_read(port: int, connections: int) -> Callable[[], bool]:
+    """A predicate: `connections` are established to `port` and the server read all they sent."""
+    return lambda: _server_side(port) == [0] * connections
+
+
 def test_health_answers_under_a_slowloris_past_the_descriptor_limit(start_ledger: StartLedger) -> None:
     with _open_file_limit(CHILD_FD_LIMIT):
         process = start_ledger(HTTP_MAX_CONNECTIONS="300")
@@ -166,11 +193,11 @@ def test_health_answers_under_a_slowloris_past_the_descriptor_limit(start_ledger
             with contextlib.suppress(BlockingIOError):
                 sock.connect(("127.0.0.1", process.port))
             attackers.append(sock)
-        time.sleep(0.5)
+        wait_until(_all_connects_done(attackers), 10, f"{SLOWLORIS} connects completed")
         for sock in attackers:
             with contextlib.suppress(OSError):
                 sock.send(b"GET /health/live HTTP/1.1\r\nhost: x\r\n")
-        time.sleep(0.5)
+        wait_until(lambda: _open_gauge(process) >= 300, 10, "the server full: 300 connections open")
         for _ in range(5):
             answer = httpx.get(process.url + "/health/live", timeout=5)
             assert answer.status_code == 200
@@ -202,6 +229,12 @@ async def _row_locked(database_url: str, account_id: str) -> AsyncIterator[None]
         await blocker.close()
 
 
+def _only_the_scraper_open(process: LedgerProcess) -> bool:
+    """/metrics is served (not refused from the health reserve) and counts only its own connection."""
+    answer = httpx.get(process.url + "/metrics", timeout=5)
+    return answer.status_code == 200 and "ledger_http_connections_open 1.0" in answer.text.splitlines()
+
+
 def test_past_the_cap_with_every_connection_busy_health_answers_and_the_rest_gets_503(
     start_ledger: StartLedger, database_url: str
 ) -> None:
@@ -214,7 +247,10 @@ def test_past_the_cap_with_every_connection_busy_health_answers_and_the_rest_get
             try:
                 for n, sock in enumerate(busy):  # the application is answering both: not evicted
                     sock.sendall(_locked_transfer(ids, f"busy-{n}"))
-                await asyncio.sleep(0.5)
+                # Each request read whole: in the application, so neither may be evicted.
+                await asyncio.to_thread(
+                    wait_until, _all_read(process.port, 2), 10, "the server read both busy requests"
+                )
                 for _ in range(3):  # the probes still get through, on the places kept for them
                     probe = await asyncio.to_thread(httpx.get, process.url + "/health/live", timeout=5)
                     assert probe.status_code == 200 and probe.headers["connection"] == "close"
@@ -228,7 +264,7 @@ def test_past_the_cap_with_every_connection_busy_health_answers_and_the_rest_get
     answer = asyncio.run(scenario())
     assert answer is not None and _status(answer) == 503, answer
     assert b'"over_capacity"' in answer and b"connection: close" in answer
-    time.sleep(0.3)
+    wait_until(lambda: _only_the_scraper_open(process), 10, "the busy connections are released")
     assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200
 
 
@@ -241,7 +277,7 @@ def test_at_the_cap_stalled_bodies_are_evicted_so_health_answers(start_ledger: S
                 b"POST /accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                 b'content-length: 1000\r\n\r\n{"a"'
             )
-        time.sleep(0.5)
+        wait_until(_all_read(process.port, 50), 10, "the server read the 50 stalled requests' headers")
         for path in ("/health/live", "/health/ready", "/health/live", "/health/ready"):
             assert httpx.get(process.url + path, timeout=5).status_code == 200, path
         evicted = _closed_by_server(stalled[0], within=2)  # the most stalled went first, told why
@@ -267,6 +303,16 @@ def _response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def _after_a_server_clock_tick() -> None:
+    """Return once the server's clock has surely moved on from the moment this is called.
+
+    The server stamps connections with uvloop's clock: CLOCK_MONOTONIC (time.monotonic's),
+    in whole milliseconds, read coarsely (up to a millisecond behind). Past 3 ms from now, a
+    stamp it takes is strictly greater than any it took before now."""
+    now = time.monotonic()
+    wait_until(lambda: time.monotonic() >= now + 0.003, 1, "the monotonic clock to advance", poll=0.001)
+
+
 def test_eviction_takes_the_most_stalled_not_an_active_keep_alive_client(start_ledger: StartLedger) -> None:
     process = start_ledger(HTTP_MAX_CONNECTIONS="3")
     request = b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n"
@@ -274,13 +320,14 @@ def test_eviction_takes_the_most_stalled_not_an_active_keep_alive_client(start_l
         keep_alive = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
         slow = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
         slow.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: ")  # stalled from now on
-        time.sleep(0.3)
+        wait_until(_all_read(process.port, 2), 10, "the server accepted both and read the slow one")
+        _after_a_server_clock_tick()  # so keep-alive's answer is stamped strictly later than slow
         keep_alive.sendall(request)  # opened first, but active: it waited only since this answer
         assert _status(_response(keep_alive)) == 200
         other = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
         other.sendall(request)
         assert _status(_response(other)) == 200
-        time.sleep(0.3)
+        wait_until(_all_read(process.port, 3), 10, "the server holds all three: at its cap")
         newcomer = stack.enter_context(socket.create_connection(("127.0.0.1", process.port)))
         newcomer.sendall(request)
         assert _status(_response(newcomer)) == 200

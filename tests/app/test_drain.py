@@ -15,7 +15,7 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.app.conftest import StartLedger
+from tests.app.conftest import StartLedger, wait_until_async
 
 DRAIN = 2.0
 SHUTDOWN_TIMEOUT = 4.0
@@ -67,6 +67,28 @@ async def _worker(url: str, accounts: list[str], stop_at: list[float], load: Loa
             await asyncio.sleep(0.005)
 
 
+async def _waiting_on_a_lock(blocker: asyncpg.Connection) -> bool:
+    """A backend waits on a lock `blocker` holds: the slow transfer reached the row lock."""
+    waiting = await blocker.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    )
+    return bool(waiting)
+
+
+async def _metric_is(http: httpx.AsyncClient, sample: str) -> bool:
+    return sample in (await http.get("/metrics")).text.splitlines()
+
+
+async def _listener_closed(port: int) -> bool:
+    """A new TCP connection to `port` is refused."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
+
+
 async def _scenario(start: StartLedger, database_url: str) -> tuple[Load, float, float, int, httpx.Response]:
     process = start(DRAIN_SECONDS=str(DRAIN), SHUTDOWN_TIMEOUT_SECONDS=str(SHUTDOWN_TIMEOUT))
     async with httpx.AsyncClient(base_url=process.url, timeout=30) as http:
@@ -97,7 +119,12 @@ async def _scenario(start: StartLedger, database_url: str) -> tuple[Load, float,
             asyncio.create_task(_worker(process.url, [busy, other], stop_at, load, i)) for i in range(WORKERS)
         ]
         sockets = [asyncio.create_task(_subscriber(process.url, load)) for _ in range(3)]
-        await asyncio.sleep(0.5)
+        await wait_until_async(
+            lambda: _waiting_on_a_lock(blocker), 10, "the slow transfer waits on the row lock"
+        )
+        await wait_until_async(
+            lambda: _metric_is(http, "ledger_websockets_open 3.0"), 10, "3 websockets open"
+        )
         assert not slow.done(), "the slow request should be blocked on the row lock"
         assert not any(s.done() for s in sockets), "websockets should be open before SIGTERM"
 
@@ -105,13 +132,15 @@ async def _scenario(start: StartLedger, database_url: str) -> tuple[Load, float,
         process.send_signal(signal.SIGTERM)
         stop_at[0] = sigterm_at + DRAIN - MARGIN
         async with httpx.AsyncClient(base_url=process.url, timeout=5) as probe:
-            await asyncio.sleep(0.05)
+            await wait_until_async(lambda: _metric_is(probe, "ledger_draining 1.0"), 10, "SIGTERM handled")
             while time.monotonic() < stop_at[0]:
                 load.ready_during_drain.append((await probe.get("/health/ready")).status_code)
                 await asyncio.sleep(0.1)
         await asyncio.gather(*workers, *sockets)
 
-        await asyncio.sleep(max(0.0, sigterm_at + DRAIN + 0.5 - time.monotonic()))
+        await wait_until_async(
+            lambda: _listener_closed(process.port), DRAIN + 10, "the listener closed at the end of the window"
+        )
         assert not slow.done(), "the slow request must still be in flight after the listener closed"
         await holding.rollback()
         await blocker.close()

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.app.conftest import StartLedger
+from tests.app.conftest import StartLedger, wait_until_async
 from tests.app.freezable_proxy import FreezableProxy
 
 pytestmark = pytest.mark.slow
@@ -70,6 +70,11 @@ async def _worker(url: str, accounts: list[str], stop: asyncio.Event, load: Load
             await asyncio.sleep(0.01)
 
 
+async def _transfers_since(load: Load, since: float, count: int) -> bool:
+    """`count` transfers sent after `since` were acknowledged (201)."""
+    return sum(a.status == 201 and a.sent > since for a in load.answers) >= count
+
+
 async def _scenario(start: StartLedger, proxy: FreezableProxy, proxied_url: str) -> tuple[Load, float, float]:
     process = start(
         DATABASE_URL=proxied_url,
@@ -87,14 +92,19 @@ async def _scenario(start: StartLedger, proxy: FreezableProxy, proxied_url: str)
             accounts.append(answer.json()["id"])
     load, stop = Load(), asyncio.Event()
     workers = [asyncio.create_task(_worker(process.url, accounts, stop, load, i)) for i in range(WORKERS)]
-    await asyncio.sleep(1.0)
+    await wait_until_async(  # the load is under way: transfers are being committed
+        lambda: _transfers_since(load, 0.0, WORKERS), 30, "transfers before the freeze"
+    )
     frozen_at = time.monotonic()
     proxy.freeze()
-    await asyncio.sleep(FREEZE)
+    await asyncio.sleep(FREEZE)  # the outage itself: its length is the scenario, not a wait
     proxy.thaw()
     thawed_at = time.monotonic()
     await asyncio.to_thread(process.wait_for_status, "/health/ready", 200, 30)
-    await asyncio.sleep(2.0)  # traffic after recovery
+    ready_at = time.monotonic()
+    await wait_until_async(  # traffic after recovery
+        lambda: _transfers_since(load, ready_at, WORKERS), 30, "transfers after recovery"
+    )
     stop.set()
     await asyncio.gather(*workers)
     return load, frozen_at, thawed_at
