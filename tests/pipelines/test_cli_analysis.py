@@ -53,6 +53,11 @@ def _traffic(base: str, stop: threading.Event, seen: dict[int, int]) -> None:
             time.sleep(0.02)
 
 
+def _requests_in_window(prometheus: PrometheusServer, color: str, seconds: int) -> float:
+    found = prometheus.query(f'sum(increase(ledger_http_requests_total{{color="{color}"}}[{seconds}s]))')
+    return float(found[0]["value"][1]) if found else 0.0  # type: ignore[index]
+
+
 @pytest.fixture
 def prometheus(env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     if not os.access(PROMETHEUS, os.X_OK):
@@ -96,6 +101,12 @@ def test_a_canary_failing_a_share_of_its_requests_is_restored_on_metrics(
     ]
     for user in users:
         user.start()
+    # The comparison needs the stable color's requests in Prometheus first (a series exists
+    # from its first request, a rate from its second scrape): wait for them, not a guess.
+    deadline = time.monotonic() + 30
+    while not _requests_in_window(prometheus, "blue", 15) >= 20:
+        assert time.monotonic() < deadline, f"blue's requests never reached Prometheus: {seen}"
+        time.sleep(0.2)
     try:
         released = cutover(
             env,
