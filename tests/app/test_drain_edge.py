@@ -15,7 +15,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.app.conftest import StartLedger
+from tests.app.conftest import StartLedger, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +50,10 @@ async def _client(url: str, account: str, stop_at: float, outcomes: Counter[str]
                 outcomes[f"dropped: {type(exc).__name__}"] += 1
 
 
+def _draining(url: str) -> bool:
+    return "ledger_draining 1.0" in httpx.get(url + "/metrics", timeout=5).text.splitlines()
+
+
 async def _scenario(start: StartLedger) -> Counter[str]:
     process = start(DRAIN_SECONDS=str(DRAIN), SHUTDOWN_TIMEOUT_SECONDS="5")
     async with httpx.AsyncClient(base_url=process.url) as http:
@@ -58,7 +62,7 @@ async def _scenario(start: StartLedger) -> Counter[str]:
     sigterm_at = time.monotonic()
     stop_at = sigterm_at + DRAIN + 1.5  # keep sending well past the end of the window
     clients = [asyncio.create_task(_client(process.url, account, stop_at, outcomes)) for _ in range(CLIENTS)]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # let the load flow first (a pause, not a race: any start works)
     process.send_signal(signal.SIGTERM)
     await asyncio.gather(*clients)
     assert await asyncio.to_thread(process.wait, 15) == 0
@@ -78,7 +82,8 @@ def test_pipelined_requests_during_the_drain_window_are_all_answered(start_ledge
     process = start_ledger(DRAIN_SECONDS=str(DRAIN), SHUTDOWN_TIMEOUT_SECONDS="5")
     with socket.create_connection(("127.0.0.1", process.port), timeout=10) as sock:
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)  # inside the drain window: still serving, with `connection: close`
+        # Inside the drain window: still serving, with `connection: close`.
+        wait_until(lambda: _draining(process.url), 10, "SIGTERM handled (ledger_draining 1.0)")
         sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n" * 3)
         raw = b""
         with contextlib.suppress(OSError):
