@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cutover.rehearsal.resolver import CachingResolver, ResolveError
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -28,6 +30,20 @@ class Attempt:
     status: int | None  # None: the connection failed
     operation: str  # "read" | "transfer"
     key: str = ""
+    address: str = ""  # the balancer's address the client's DNS answer sent it to ("" without DNS)
+
+
+@dataclass(frozen=True)
+class DnsTarget:
+    """Clients find the service by name, as they do in AWS: each client resolves through a
+    caching resolver of its own (honouring the TTL; a share holds answers longer, as some
+    clients do) and talks to the balancer at the answered address."""
+
+    server: tuple[str, int]  # the authoritative DNS server
+    name: str  # e.g. "ledger.example.com."
+    port: int  # the balancers' listener port (the same on every balancer address)
+    hold_share: float = 0.2  # share of clients that keep answers hold_factor times the TTL
+    hold_factor: float = 4.0
 
 
 @dataclass
@@ -49,12 +65,19 @@ class LoadResult:
         return {color: counts.get(color, 0) for color in ("blue", "green")}
 
 
+@dataclass(frozen=True)
+class _Session:
+    http: httpx.AsyncClient  # its own cookie jar and (one) keep-alive connection
+    number: int
+    resolver: CachingResolver | None  # the client's, shared by its sessions
+
+
 class LoadGenerator:
     """Runs in a thread of its own (own event loop) so the release code can block freely."""
 
     def __init__(
         self,
-        url: str,
+        url: str | DnsTarget,
         accounts: list[str],
         *,
         clients: int = 16,
@@ -90,34 +113,43 @@ class LoadGenerator:
         return self.result
 
     async def _run(self) -> None:
-        await asyncio.gather(*(self._client() for _ in range(self.clients)))
+        await asyncio.gather(*(self._client(index) for index in range(self.clients)))
 
-    async def _client(self) -> None:
+    def _resolver(self, index: int) -> CachingResolver | None:
+        if not isinstance(self.url, DnsTarget):
+            return None
+        target = self.url
+        holds = index < round(self.clients * target.hold_share)
+        return CachingResolver(target.server, target.name, hold_factor=target.hold_factor if holds else 1.0)
+
+    async def _client(self, index: int) -> None:
+        resolver = self._resolver(index)  # one per client, kept across its sessions (an OS cache)
+        base_url = self.url if isinstance(self.url, str) else ""
         while not self._stop.is_set():
             with self._lock:
                 self._sessions += 1
                 session = self._sessions
             length = self._rng.randint(*self.session_length)
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-            async with httpx.AsyncClient(base_url=self.url, timeout=15, limits=limits) as http:
+            async with httpx.AsyncClient(base_url=base_url, timeout=15, limits=limits) as http:
                 for _ in range(length):
                     if self._stop.is_set():
                         return
                     if self._rng.random() < self.transfer_share:
-                        await self._transfer(http, session)
+                        await self._transfer(_Session(http, session, resolver))
                     else:
-                        await self._read(http, session)
+                        await self._read(_Session(http, session, resolver))
                     await asyncio.sleep(self.think_seconds)
 
-    async def _read(self, http: httpx.AsyncClient, session: int) -> None:
+    async def _read(self, session: _Session) -> None:
         account = self._rng.choice(self.accounts)
-        await self._until_answered(http, session, "read", "GET", f"/accounts/{account}", None, "")
+        await self._until_answered(session, "read", "GET", f"/accounts/{account}", None, "")
 
-    async def _transfer(self, http: httpx.AsyncClient, session: int) -> None:
+    async def _transfer(self, session: _Session) -> None:
         source, target = self._rng.sample(self.accounts, 2)
         key = f"rehearsal-{uuid.uuid4().hex}"
         body = {"from_account_id": source, "to_account_id": target, "amount": self._rng.randint(1, 500)}
-        answer = await self._until_answered(http, session, "transfer", "POST", "/transfers", body, key)
+        answer = await self._until_answered(session, "transfer", "POST", "/transfers", body, key)
         if answer is None:
             return
         if answer.status_code == 201:
@@ -127,8 +159,7 @@ class LoadGenerator:
 
     async def _until_answered(
         self,
-        http: httpx.AsyncClient,
-        session: int,
+        session: _Session,
         operation: str,
         method: str,
         path: str,
@@ -141,13 +172,25 @@ class LoadGenerator:
         headers = {"Idempotency-Key": key} if key else {}
         while True:
             try:
-                answer = await http.request(method, path, json=body, headers=headers)
-            except httpx.HTTPError:
-                self.result.attempts.append(Attempt(time.monotonic(), session, "", None, operation, key))
+                address = ""
+                url, address = await self._where(session.resolver, path, headers)
+                answer = await session.http.request(method, url, json=body, headers=headers)
+            except (httpx.HTTPError, ResolveError):
+                self.result.attempts.append(
+                    Attempt(time.monotonic(), session.number, "", None, operation, key, address)
+                )
             else:
                 served_by = answer.headers.get("x-served-by", "")
                 self.result.attempts.append(
-                    Attempt(time.monotonic(), session, served_by, answer.status_code, operation, key)
+                    Attempt(
+                        time.monotonic(),
+                        session.number,
+                        served_by,
+                        answer.status_code,
+                        operation,
+                        key,
+                        address,
+                    )
                 )
                 if answer.status_code < 500:
                     return answer
@@ -156,3 +199,12 @@ class LoadGenerator:
                 return None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    async def _where(self, http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[str, str]:
+        """The URL of this attempt, and the balancer address DNS gave ("" without DNS)."""
+        resolver: CachingResolver | None = getattr(http, "resolver", None)
+        if resolver is None or not isinstance(self.url, DnsTarget):
+            return path, ""
+        resolved = await resolver.resolve_async()
+        headers["Host"] = self.url.name.rstrip(".")
+        return f"http://{resolved.address}:{self.url.port}{path}", resolved.address
