@@ -200,9 +200,10 @@ class LoadGenerator:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _where(self, http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> tuple[str, str]:
+    async def _where(
+        self, resolver: CachingResolver | None, path: str, headers: dict[str, str]
+    ) -> tuple[str, str]:
         """The URL of this attempt, and the balancer address DNS gave ("" without DNS)."""
-        resolver: CachingResolver | None = getattr(http, "resolver", None)
         if resolver is None or not isinstance(self.url, DnsTarget):
             return path, ""
         resolved = await resolver.resolve_async()
