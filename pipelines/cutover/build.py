@@ -18,9 +18,9 @@ from cutover.adapters.locks import DynamoDBLock, FileLock
 from cutover.adapters.state_store import DynamoDBStateStore, FileStateStore
 from cutover.cancel import CancelScope
 from cutover.envconfig import EnvConfig
-from cutover.machine import ReleaseMachine, Reporter
+from cutover.machine import ReleaseMachine, Reporter, RetirePolicy
 from cutover.model import COLORS, BadInput
-from cutover.ports import Deployer, History, Lock, TrafficRouter
+from cutover.ports import Deployer, History, Lock, TrafficMeter, TrafficRouter
 from cutover.release_state import ReleaseStateStore
 from cutover.retry import RetryPolicy
 
@@ -232,3 +232,59 @@ def build_machine(
         reporter=reporter,
         cancel=cancel,
     )
+
+
+DEFAULT_ANSWER_TTL_SECONDS = 60.0  # an ALB alias target's TTL
+DEFAULT_SETTLE_SECONDS = 30.0
+
+
+def build_retire_parts(config: EnvConfig, settle: float | None) -> tuple[TrafficMeter, RetirePolicy]:
+    """The traffic meter the environment file names, and when retiring is safe."""
+    from pathlib import Path
+
+    from cutover.adapters.traffic_meter import (
+        ACCESS_LOG_LAG_SECONDS,
+        CLOUDWATCH_LAG_SECONDS,
+        DEFAULT_TIME_FIELD,
+        AccessLogMeter,
+        CloudWatchMeter,
+    )
+
+    spec = config.traffic_meter
+    if not spec:
+        raise BadInput(
+            f"{config.path}: `cutover retire` needs a `traffic_meter` section (envoy-access-log or "
+            "cloudwatch) to know the color gets no more requests: add one (see docs/contracts.md)"
+        )
+    meter: TrafficMeter
+    if spec["type"] == "envoy-access-log":
+        base = config.path.parent
+        paths = {color: base / Path(spec["paths"][color]) for color in COLORS}
+        meter = AccessLogMeter(
+            paths,
+            time_field=spec.get("time_field", DEFAULT_TIME_FIELD),
+            lag_seconds=float(spec.get("lag_seconds", ACCESS_LOG_LAG_SECONDS)),
+        )
+    else:
+        from cutover.adapters.cloudwatch_metrics import AlbTarget
+
+        targets = {
+            color: AlbTarget(
+                config.colors[color]["load_balancer_arn"], config.colors[color]["target_group_arn"]
+            )
+            for color in COLORS
+        }
+        meter = CloudWatchMeter(
+            targets,
+            client=aws_client(config, "cloudwatch"),
+            lag_seconds=float(spec.get("lag_seconds", CLOUDWATCH_LAG_SECONDS)),
+        )
+    ttl = (
+        float(config.router.get("answer_ttl_seconds", DEFAULT_ANSWER_TTL_SECONDS))
+        if config.router["type"] == "route53"
+        else 0.0  # a proxy switches at once: no DNS answer to expire
+    )
+    settle_seconds = (
+        settle if settle is not None else float(spec.get("settle_seconds", DEFAULT_SETTLE_SECONDS))
+    )
+    return meter, RetirePolicy(answer_ttl_seconds=ttl, settle_seconds=settle_seconds)

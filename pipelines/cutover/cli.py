@@ -1,4 +1,4 @@
-"""The `cutover` command: status, release, shift, rollback, history, rehearse.
+"""The `cutover` command: status, release, shift, rollback, retire, history, rehearse.
 
 Exit codes (docs/contracts.md): 0 done (also "nothing to do"); 1 the operation failed and
 traffic is back where it was; 2 bad input or refused, nothing changed; 3 another operation
@@ -25,7 +25,14 @@ from typer.exceptions import TyperException
 
 from cutover import envconfig
 from cutover.adapters.http_health import HttpHealth
-from cutover.build import build_history, build_lock, build_machine, build_router, build_state_store
+from cutover.build import (
+    build_history,
+    build_lock,
+    build_machine,
+    build_retire_parts,
+    build_router,
+    build_state_store,
+)
 from cutover.cancel import Cancelled, CancelScope
 from cutover.machine import Refused, ReleaseMachine, Reporter, Result, State
 from cutover.model import COLORS, BadInput, Traffic, parse_color, parse_strategy
@@ -39,6 +46,7 @@ Examples:
   cutover release  --env prod --image v1.4.2 --dry-run
   cutover promote  --env prod      (from another shell: go on past `pause`)
   cutover rollback --env prod      (all traffic to the last known good, one atomic change)
+  cutover retire   --env prod --wait   (stop the old color once no request reaches it)
   cutover history  --env prod --json
 
 \b
@@ -279,6 +287,43 @@ def rollback(
     cancel = _operation("rollback", env)
     machine = _machine(env, with_deployer=False, cancel=cancel)
     _finish(machine.rollback(force=force, break_lock=break_lock), as_json)
+
+
+MAX_SETTLE_SECONDS = 86_400
+
+
+@app.command()
+def retire(
+    env: EnvOption,
+    color: Annotated[
+        str | None,
+        typer.Option(
+            "--color", help="blue or green (default: the color with weight 0 while the other is live)"
+        ),
+    ] = None,
+    settle: Annotated[
+        float | None,
+        typer.Option(
+            "--settle",
+            help="seconds the color must have had no request (default: traffic_meter.settle_seconds, else 30)",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait until retiring is safe (Ctrl-C stops waiting), then retire")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop the old color's instances once no request can reach it: weight 0, the DNS TTL
+    passed since, and no request for --settle seconds. Not yet safe: refuses (exit 2) and
+    says how long to wait, or waits with --wait."""
+    _context.update(command="retire", env=env)
+    chosen = parse_color(color) if color is not None else None
+    if settle is not None and not 0 <= settle <= MAX_SETTLE_SECONDS:  # also refuses nan and inf
+        raise BadInput(f"--settle must be from 0 to {MAX_SETTLE_SECONDS} seconds (got {settle:g})")
+    meter, policy = build_retire_parts(envconfig.load(env), settle)
+    cancel = _operation("retire", env)
+    machine = _machine(env, with_deployer=True, with_analysis=False, cancel=cancel)
+    _finish(machine.retire(meter, policy, chosen, wait=wait), as_json)
 
 
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
@@ -586,18 +631,30 @@ def rehearse(
     short: Annotated[
         bool, typer.Option("--short", help="shorter bake and observation windows (for tests)")
     ] = False,
+    router: Annotated[
+        str,
+        typer.Option(
+            "--router",
+            help="route53: Route53 weights (moto), DNS with TTLs and one ALB-shaped Envoy per color, "
+            "as in AWS; envoy: one Envoy splitting traffic by weight",
+        ),
+    ] = "route53",
     as_json: JsonOption = False,
 ) -> None:
     """A full blue/green release and an on-call rollback of ledger on this machine, under load."""
+    if router not in ("route53", "envoy"):
+        raise BadInput(f"--router must be route53 or envoy (got {router!r})")
     try:
+        from cutover.rehearsal.aws_path import AwsRehearsal
         from cutover.rehearsal.rehearse import Plan, Rehearsal
         from cutover.rehearsal.summary import render
     except ImportError as missing:
         raise BadInput(f"the rehearsal needs `pip install 'cutover[local]'` ({missing})") from None
 
     reporter = ConsoleReporter()
-    plan = Plan.short(faults) if short else Plan(faults=faults)
-    report = Rehearsal(plan, reporter.note, reporter).run()
+    plan = Plan.short(faults, router) if short else Plan(faults=faults, router=router)
+    runner = AwsRehearsal if router == "route53" else Rehearsal
+    report = runner(plan, reporter.note, reporter).run()
     if as_json:
         emit_json(report)
     else:

@@ -35,6 +35,7 @@ SECTION_KEYS: dict[tuple[str, str], envfile.KeySpec] = {
     (section, kind): cls.keys() for section, kinds in envfile.SECTIONS.items() for kind, cls in kinds.items()
 }
 ANALYSIS_KEYS: dict[str, envfile.KeySpec] = {kind: cls.keys() for kind, cls in envfile.ANALYSES.items()}
+METER_KEYS: dict[str, envfile.KeySpec] = {kind: cls.keys() for kind, cls in envfile.METERS.items()}
 AWS_KEYS: envfile.KeySpec = envfile.Aws.keys()
 COLOR_KEYS = set(envfile.ColorEntry.keys())  # what the cutover_env output gives per color
 TOP_KEYS = set(envfile.EnvFile.ORDER)
@@ -55,6 +56,7 @@ class EnvConfig:
     gates: Gates = field(default_factory=Gates)
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     aws: dict[str, Any] = field(default_factory=dict)
+    traffic_meter: dict[str, Any] = field(default_factory=dict)  # none: `cutover retire` refuses
 
 
 def env_dirs() -> list[Path]:
@@ -182,6 +184,28 @@ def _check_analysis(path: Path, analysis: dict[str, Any]) -> None:
             )
 
 
+def _check_meter(path: Path, meter: Any, colors: dict[str, Any]) -> None:
+    """`traffic_meter`: what `cutover retire` reads to know a color gets no more requests."""
+    if not isinstance(meter, dict) or meter.get("type") not in METER_KEYS:
+        raise BadInput(f"{path}: `traffic_meter.type` must be one of {', '.join(METER_KEYS)}")
+    _check_keys(path, "traffic_meter", meter, METER_KEYS[meter["type"]])
+    if meter["type"] == "envoy-access-log":
+        for color in COLORS:
+            log = meter["paths"].get(color)
+            if not isinstance(log, str) or not log.strip():
+                raise BadInput(
+                    f"{path}: `traffic_meter.paths.{color}` must be the path of {color}'s access log"
+                )
+        return
+    for color in COLORS:
+        for key, kind in (("load_balancer_arn", ":loadbalancer/app/"), ("target_group_arn", ":targetgroup/")):
+            value = (colors.get(color) or {}).get(key)
+            if not isinstance(value, str) or not value.startswith("arn:") or kind not in value:
+                raise BadInput(
+                    f"{path}: `colors.{color}.{key}` must be the ALB's ARN, needed by the cloudwatch traffic_meter"
+                )
+
+
 def _smoke_checks(path: Path, raw: Any) -> tuple[SmokeCheck, ...]:
     if not isinstance(raw, list):
         raise BadInput(f"{path}: `smoke_checks` must be a list of checks")
@@ -264,6 +288,9 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
                         raise BadInput(
                             f"{path}: `colors.{color}.{key}` must be the ALB's ARN, needed by the cloudwatch analysis"
                         )
+    meter = raw.get("traffic_meter") or {}
+    if meter:
+        _check_meter(path, meter, colors)
     gates_raw = raw.get("gates") or {}
     if not isinstance(gates_raw, dict):
         raise BadInput(f"{path}: `gates` must be an object")
@@ -295,4 +322,5 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         gates=gates,
         smoke_checks=smoke,
         aws=dict(aws),
+        traffic_meter=dict(meter),
     )

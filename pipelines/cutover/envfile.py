@@ -95,12 +95,13 @@ class Route53Router(Section):
     record_name: str
     generation_record: str | None = None
     set_identifiers: Mapping[Color, str] | None = None  # default: the color's name
+    answer_ttl_seconds: float | None = None  # the alias target's TTL (default 60, an ALB's): `cutover retire`
 
 
 @dataclass(frozen=True, kw_only=True)
 class EnvoyRouter(Section):
     TYPE: ClassVar[str] = "envoy"
-    layout: Mapping[str, Any]  # rehearsal.envoy.Layout.as_dict()
+    layout: Mapping[str, Any]  # envoy.weights.EnvoyLayout.as_dict()
 
 
 # ------------------------------------------------------------------ deployer
@@ -199,11 +200,35 @@ class ColorEntry(Section):
     load_balancer_arn: str | None = None  # with the target group: CloudWatch's dimensions
 
 
+# ------------------------------------------------------------------ traffic meter (`cutover retire`)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccessLogMeter(Section):
+    """Each color's JSON-lines access log (adapters/traffic_meter.py documents the format)."""
+
+    TYPE: ClassVar[str] = "envoy-access-log"
+    paths: Mapping[Color, str]  # relative to the environment file
+    time_field: str | None = None  # default "start_time" (RFC 3339 or epoch seconds)
+    lag_seconds: float | None = None  # default 10 (Envoy's file_flush_interval)
+    settle_seconds: float | None = None  # default 30: no request for this long before a retire
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloudWatchMeter(Section):
+    """RequestCount of each color's target group (`colors.<color>.*_arn`)."""
+
+    TYPE: ClassVar[str] = "cloudwatch"
+    lag_seconds: float | None = None  # default 60 (ALB metrics arrive about a minute late)
+    settle_seconds: float | None = None  # default 30
+
+
 Router = Route53Router | EnvoyRouter
 Deployer = PulumiDeployer | LocalDeployer
 Lock = DynamoDBLock | FileLock
 Store = DynamoDBTable | JsonFile
 Analysis = PrometheusAnalysis | CloudWatchAnalysis
+Meter = AccessLogMeter | CloudWatchMeter
 
 # Each section, by its `type`: what `envconfig.parse` checks and `EnvFile.from_dict` builds.
 SECTIONS: dict[str, dict[str, type[Section]]] = {
@@ -214,6 +239,7 @@ SECTIONS: dict[str, dict[str, type[Section]]] = {
     "state": {"dynamodb": DynamoDBTable, "file": JsonFile},
 }
 ANALYSES: dict[str, type[Section]] = {"prometheus": PrometheusAnalysis, "cloudwatch": CloudWatchAnalysis}
+METERS: dict[str, type[Section]] = {"envoy-access-log": AccessLogMeter, "cloudwatch": CloudWatchMeter}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,6 +257,7 @@ class EnvFile:
     analysis: Analysis | None = None  # none: health gates only
     gates: Mapping[str, float] | None = None  # machine.Gates fields; the rest keep their defaults
     smoke_checks: tuple[SmokeCheck, ...] | None = None  # none: http_health.DEFAULT_SMOKE_CHECKS
+    traffic_meter: Meter | None = None  # none: `cutover retire` refuses
 
     ORDER: ClassVar[tuple[str, ...]] = (
         "name",
@@ -244,6 +271,7 @@ class EnvFile:
         "colors",
         "gates",
         "smoke_checks",
+        "traffic_meter",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,6 +291,7 @@ class EnvFile:
             if raw.get(section) is not None
         }
         analysis = raw.get("analysis") or None
+        meter = raw.get("traffic_meter") or None
         return cls(
             name=raw.get("name", path.stem if path else ""),
             router=stored["router"],
@@ -279,4 +308,5 @@ class EnvFile:
                 if raw.get("smoke_checks") is not None
                 else None
             ),
+            traffic_meter=METERS[meter["type"]].from_dict(meter) if meter else None,
         )

@@ -1,4 +1,4 @@
-"""The release state machine: release, shift and rollback, and every way they can end.
+"""The release state machine: release, shift, rollback and retire, and every way they can end.
 
 Read this file top to bottom to know what `cutover` does. The states and the transitions
 between them are listed in STATE_CHART; each operation walks them through `_enter`, which
@@ -15,7 +15,11 @@ Guarantees, whatever fails and whatever signal arrives:
 - no weight is moved onto a color that has not just passed its health gate (except
   `rollback --force`, which skips the target's health check and nothing else);
 - a rollback goes to the last known good build (cutover.release_state) and only there;
-- the lock is released and the history has the operation with its outcome.
+- the lock is released and the history has the operation with its outcome;
+- a color is retired (its instances stopped) only while it has weight 0, once the DNS
+  answers that named it have expired and it has had no request for the settling window:
+  `retire` waits for that outside the lock, checks it again under the lock, and refuses
+  (exit 2, nothing changed) whenever it does not hold.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
+import math
 import os
 import signal
 import socket
@@ -30,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +52,12 @@ from cutover.ports import (
     LockHeld,
     LockLost,
     Record,
+    RetiringDeployer,
+    TrafficMeter,
     TrafficRouter,
 )
 from cutover.release_state import (
+    ColorBuild,
     ReleaseState,
     ReleaseStateStore,
     StateConflict,
@@ -79,6 +88,8 @@ class State(StrEnum):
     BAKING = "baking"
     PAUSED = "waiting for promote"
     VERIFYING = "verifying"
+    SETTLING = "waiting until retiring is safe"  # retire --wait, outside the lock
+    RETIRING = "retiring"  # stopping the old color's instances
     RESTORING = "restoring traffic"
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # traffic is where the operation found it
@@ -95,10 +106,13 @@ S = State
 # nothing needs restoring, but someone else may have moved one (UNRESTORED: look first).
 _ENDS = frozenset({S.FAILED, S.CANCELLED, S.UNRESTORED})
 STATE_CHART: dict[State, frozenset[State]] = {
-    S.LOCKING: frozenset({S.READING, S.LOCKED, S.REFUSED}) | _ENDS,
+    # retire starts in LOCKING too: not yet safe, it refuses, or (--wait) it settles first
+    S.LOCKING: frozenset({S.READING, S.LOCKED, S.REFUSED, S.SETTLING}) | _ENDS,
+    S.SETTLING: frozenset({S.LOCKING, S.REFUSED}) | _ENDS,  # then the frame locks again
     S.READING: frozenset({S.CHECKING_ACTIVE, S.CHECKING_TARGET, S.REFUSED}) | _ENDS,
     S.CHECKING_ACTIVE: frozenset({S.DEPLOYING, S.WAITING_READY, S.REFUSED}) | _ENDS,
-    S.CHECKING_TARGET: frozenset({S.SHIFTING, S.SUCCEEDED, S.REFUSED}) | _ENDS,
+    S.CHECKING_TARGET: frozenset({S.SHIFTING, S.RETIRING, S.SUCCEEDED, S.REFUSED}) | _ENDS,
+    S.RETIRING: frozenset({S.SUCCEEDED}) | _ENDS,
     S.DEPLOYING: frozenset({S.WAITING_READY}) | _ENDS,
     S.WAITING_READY: frozenset({S.SMOKE_TESTING}) | _ENDS,
     S.SMOKE_TESTING: frozenset({S.SHIFTING, S.PAUSED, S.VERIFYING}) | _ENDS,
@@ -140,6 +154,132 @@ class Gates:
             raise BadInput(f"gates.bake_seconds must be 0 or more (got {self.bake_seconds})")
 
 
+@dataclass(frozen=True)
+class RetirePolicy:
+    """When retiring the old color is safe (`cutover retire`): both must hold.
+
+    (a) `answer_ttl_seconds` have passed since its weight went to 0: resolvers may keep
+        answering with it that long (Route53 alias records: the alias target's TTL, 60 s
+        for an ALB; 0 for a proxy that switches at once);
+    (b) it has had no request for `settle_seconds` (clients that hold answers longer than
+        the TTL show up here), as the traffic meter sees it, `lag_seconds` behind.
+    """
+
+    answer_ttl_seconds: float = 60.0
+    settle_seconds: float = 30.0
+    wait_interval: float = 5.0  # --wait: how often it looks again
+    wait_timeout: float = 3600.0  # --wait: the longest it waits before it refuses
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            low = 0 if name in ("answer_ttl_seconds", "settle_seconds") else 1e-9
+            if not (math.isfinite(value) and value >= low):
+                raise BadInput(f"retire: {name} must be a number of seconds, at least {low:g} (got {value})")
+
+
+@dataclass(frozen=True)
+class RetireVerdict:
+    """Whether `color` may be retired at `now` (wall clock), and if not, until when to wait."""
+
+    color: Color
+    now: float
+    zero_since: float  # the latest time the color may still have had weight
+    zero_since_known: bool  # False: history could not tell; counted from this process's first look
+    last_request_at: float | None
+    policy: RetirePolicy
+    lag_seconds: float
+
+    @property
+    def safe_at(self) -> float:
+        ttl_end = self.zero_since + self.policy.answer_ttl_seconds
+        quiet_end = (
+            -math.inf if self.last_request_at is None else self.last_request_at + self.policy.settle_seconds
+        )
+        return max(ttl_end, quiet_end) + self.lag_seconds
+
+    @property
+    def safe(self) -> bool:
+        return self.now >= self.safe_at
+
+    @property
+    def wait_seconds(self) -> int:
+        return max(0, math.ceil(self.safe_at - self.now))
+
+    def _rule(self) -> str:
+        rule = (
+            f"TTL {self.policy.answer_ttl_seconds:g} s since {_hms(self.zero_since)}, "
+            f"then {self.policy.settle_seconds:g} s without requests"
+        )
+        if self.lag_seconds:
+            rule += f", plus {self.lag_seconds:g} s the traffic meter may lag"
+        return rule
+
+    @property
+    def reason(self) -> str:
+        if self.last_request_at is None:
+            seen = f"{self.color} has had no request since the traffic meter can tell"
+        else:
+            seen = f"{self.color} answered a request {max(0.0, self.now - self.last_request_at):.0f} s ago"
+        if self.safe:
+            return f"{seen}; its weight went to 0 at {_hms(self.zero_since)}: safe to retire ({self._rule()})"
+        counted = (
+            ""
+            if self.zero_since_known
+            else (
+                f"; history has no record of when {self.color}'s weight went to 0, so the TTL counts from "
+                f"{_hms(self.zero_since)}, when this command first saw it at 0"
+            )
+        )
+        if self.last_request_at is None or self.last_request_at + self.policy.settle_seconds <= (
+            self.zero_since + self.policy.answer_ttl_seconds
+        ):
+            seen = (
+                f"{self.color}'s weight went to 0 {max(0.0, self.now - self.zero_since):.0f} s ago and DNS "
+                "answers may still send it requests"
+            )
+        return f"{seen}; retire is safe in {self.wait_seconds} s at the earliest ({self._rule()}){counted}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "color": self.color,
+            "wait_seconds": self.wait_seconds,
+            "safe_at": round(self.safe_at, 3),
+            "weight_zero_since": round(self.zero_since, 3),
+            "weight_zero_since_known": self.zero_since_known,
+            "last_request_at": None if self.last_request_at is None else round(self.last_request_at, 3),
+            "answer_ttl_seconds": self.policy.answer_ttl_seconds,
+            "settle_seconds": self.policy.settle_seconds,
+            "meter_lag_seconds": self.lag_seconds,
+        }
+
+
+def weight_zero_since(color: Color, records: list[Record]) -> float | None:
+    """From history (newest first): the latest time `color` may still have had weight, or
+    None when history cannot tell (no record that read the traffic).
+
+    The operation that moved it to 0 bounds it with its end; if its weight went to 0 outside
+    cutover (a hand edit, or an operation whose process died), the first operation after
+    that found it at 0 bounds it with its start; if no record shows it with weight, the
+    oldest record found it at 0 already."""
+    seen_zero_at: float | None = None  # the start of the oldest newer record that found it at 0
+    for record in records:
+        if record.from_traffic is None:
+            continue  # never read the traffic: tells nothing
+        after = record.to_traffic
+        had_weight = record.from_traffic.weight(color) > 0 or (after is not None and after.weight(color) > 0)
+        if not had_weight:
+            seen_zero_at = record.started_at
+            continue
+        if after is not None and after.weight(color) == 0 and record.finished_at is not None:
+            return record.finished_at
+        return seen_zero_at
+    return seen_zero_at
+
+
+def _hms(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")
+
+
 class StepFailed(Exception):
     """A gate or an adapter failed; the operation restores traffic and exits 1."""
 
@@ -161,6 +301,7 @@ class Result:
     signal: int | None = None  # the signal that cancelled the operation
     warnings: list[str] = field(default_factory=list)
     target: str | None = None  # the color (and image) the operation was going to
+    extra: dict[str, Any] = field(default_factory=dict)  # operation-specific keys (retire's)
 
     @property
     def exit_code(self) -> int:
@@ -181,6 +322,7 @@ class Result:
             "record_id": self.record_id,
             "steps": self.steps,
             "warnings": self.warnings,
+            **self.extra,
         }
 
 
@@ -506,6 +648,186 @@ class ReleaseMachine:
             return after
 
         return self._operate("rollback", run, break_lock=break_lock)
+
+    HISTORY_LOOKBACK = 200  # records read to find when a color's weight went to 0
+
+    def retire(
+        self, meter: TrafficMeter, policy: RetirePolicy, color: Color | None = None, *, wait: bool = False
+    ) -> Result:
+        """Stop the instances of the old color (weight 0) once that is safe (RetirePolicy).
+
+        Not yet safe: refuses (exit 2) with how long to wait, changing nothing; `wait` looks
+        again every `policy.wait_interval` until it is (outside the lock: a rollback is never
+        kept waiting), then retires. Under the lock it checks again (someone may have
+        shifted meanwhile) before the deployer stops the color. An already retired color is
+        "nothing to do". The release state then records the color as running nothing, so a
+        rollback never goes to it.
+        """
+        self._state, self._warnings, self._steps = S.LOCKING, [], []
+        self._target = None
+        started = self.clock.now()
+        first_look: dict[Color, float] = {}  # when this process first saw each color at 0
+        verdict: RetireVerdict | None = None
+        chosen: Color | None = color
+        try:
+            if not isinstance(self.deployer, RetiringDeployer):
+                raise Refused(
+                    f"retiring a color is not supported by this deployer ({type(self.deployer).__name__}): "
+                    "stop its instances by hand"
+                )
+            deadline = started + policy.wait_timeout
+            while True:
+                before = self.router.read()
+                chosen = _retire_target(before, color)
+                self._target = chosen
+                self._require_no_release_to(chosen)
+                if self.deployer.is_retired(chosen):
+                    break  # nothing to do: the frame records it under the lock
+                verdict = self._retire_verdict(meter, policy, chosen, first_look)
+                if verdict.safe:
+                    break
+                if not wait:
+                    raise Refused(verdict.reason)
+                if self.clock.now() >= deadline:
+                    raise Refused(f"not safe after waiting {policy.wait_timeout:g} s: {verdict.reason}")
+                pause_for = min(policy.wait_interval, max(0.5, verdict.safe_at - verdict.now))
+                if self._state != S.SETTLING:
+                    self._enter(S.SETTLING, verdict.reason)
+                else:
+                    self.reporter.note(verdict.reason)
+                self.cancel.check()
+                self.clock.sleep(pause_for)
+        except BaseException as failure:
+            return self._retire_not_started(failure, chosen, verdict, started)
+        if self._state == S.SETTLING:
+            self._enter(S.LOCKING, "safe now: retiring under the lock")
+        checked: dict[str, RetireVerdict] = {}
+
+        def run(record: Record, before: Traffic) -> Traffic:
+            assert chosen is not None and isinstance(self.deployer, RetiringDeployer)
+            record.to_color = chosen
+            self._enter(S.CHECKING_TARGET, f"{chosen} must still have weight 0 and no requests")
+            _retire_target(before, chosen)  # someone may have shifted since the look above
+            self._require_no_release_to(chosen)
+            if self.deployer.is_retired(chosen):
+                record.details["nothing_to_do"] = (
+                    f"nothing to do: {chosen} is already retired (runs no instance)"
+                )
+                self._enter(S.SUCCEEDED, record.details["nothing_to_do"])
+                return before
+            checked["under_lock"] = again = self._retire_verdict(
+                meter, policy, chosen, first_look, this_record=record.id
+            )
+            record.details["retire"] = again.as_dict()
+            if not again.safe:
+                raise Refused(again.reason)
+            good = rollback_target(self._release)
+            if good is not None and good.color == chosen:
+                self._warnings.append(
+                    f"{chosen} ran the last known good ({good}): `cutover rollback` has nowhere to go "
+                    "until a release passes its gates"
+                )
+            self._enter(S.RETIRING, f"stopping {chosen}: {again.reason}")
+            self.lock.ensure_held(fresh=True)  # fenced, as a weight change is
+            # Once stopping starts it finishes (a color half stopped helps no one), and its
+            # release state says so: a signal now is reported, it does not interrupt.
+            with self.cancel.shielded(raise_held=False):
+                try:
+                    self.deployer.retire(chosen, self.reporter.note)
+                except Exception as exc:
+                    raise StepFailed(
+                        f"stopping {chosen} failed: {exc}; some of its instances may be stopped "
+                        f"(traffic was not touched: {chosen} has weight 0)"
+                    ) from exc
+                self._save_state(
+                    lambda st: _retired(st, chosen, record.id, self.actor, self._wall()), critical=False
+                )
+            return before
+
+        result = self._operate("retire", run)
+        final = checked.get("under_lock", verdict)
+        retired = result.exit_code == 0
+        if retired and not result.reason and final is not None:
+            result.reason = f"{chosen} retired: its instances are stopped ({final.reason})"
+        result.extra = {
+            "retired": retired,
+            "color": chosen,
+            "wait_seconds": 0 if retired or final is None else final.wait_seconds,
+            "verdict": final.as_dict() if final is not None else None,
+        }
+        return result
+
+    def _retire_verdict(
+        self,
+        meter: TrafficMeter,
+        policy: RetirePolicy,
+        color: Color,
+        first_look: dict[Color, float],
+        *,
+        this_record: str = "",
+    ) -> RetireVerdict:
+        """Read history and the meter (nothing is written) and decide; `this_record` (the
+        retire's own, under the lock) is no evidence."""
+        now = self._wall()
+        first_look.setdefault(color, now)
+        records = [r for r in self.history.recent(self.HISTORY_LOOKBACK) if r.id != this_record]
+        known = weight_zero_since(color, records)
+        lag = float(meter.lag_seconds)
+        since = now - policy.settle_seconds - lag - policy.answer_ttl_seconds - 60.0
+        last = meter.last_request_at(color, since)
+        return RetireVerdict(
+            color=color,
+            now=now,
+            zero_since=first_look[color] if known is None else known,
+            zero_since_known=known is not None,
+            last_request_at=last,
+            policy=policy,
+            lag_seconds=lag,
+        )
+
+    def _require_no_release_to(self, color: Color) -> None:
+        inflight = self.states.load().release
+        if inflight is not None and inflight.to_color == color:
+            raise Refused(
+                f"release {inflight.record_id} of {inflight.image} to {color} did not finish: finish it with "
+                "`cutover release --resume`, or go back with `cutover rollback`"
+            )
+
+    def _retire_not_started(
+        self, failure: BaseException, color: Color | None, verdict: RetireVerdict | None, started: float
+    ) -> Result:
+        """Before the lock: refused, failed or cancelled, and nothing was changed."""
+        record = Record(
+            id="",
+            operation="retire",
+            actor=self.actor,
+            env=self.env,
+            started_at=self._wall(),
+            from_traffic=None,
+        )
+        signum: int | None = None
+        if isinstance(failure, Refused | BadInput):
+            self._enter(S.REFUSED, str(failure))
+            reason = str(failure)
+        elif isinstance(failure, Cancelled):
+            signum = failure.signum
+            self._enter(S.CANCELLED, f"{failure} while waiting")
+            reason = f"{failure} while waiting until retiring is safe; nothing was changed"
+        elif isinstance(failure, Exception):
+            self._enter(S.FAILED, str(failure))
+            reason = f"{type(failure).__name__}: {failure}; nothing was changed"
+        else:
+            raise failure
+        result = self._result("retire", record, reason, None, None, self.clock.now() - started, signum)
+        result.extra = {
+            "retired": False,
+            "color": color,
+            "wait_seconds": verdict.wait_seconds
+            if verdict is not None and isinstance(failure, Refused)
+            else 0,
+            "verdict": verdict.as_dict() if verdict is not None else None,
+        }
+        return result
 
     # ------------------------------------------------------------------ the frame
 
@@ -1046,6 +1368,36 @@ def _rising(current: Traffic, target: Traffic) -> list[Color]:
 def _resumed(state: ReleaseState, record_id: str) -> ReleaseState:
     assert state.release is not None
     return dataclasses.replace(state, release=dataclasses.replace(state.release, record_id=record_id))
+
+
+def _retire_target(traffic: Traffic, color: Color | None) -> Color:
+    """The color to retire: `color` (which must have weight 0), or the one with weight 0
+    while the other takes the traffic. Raises Refused otherwise."""
+    if color is not None and traffic.weight(color) > 0:
+        raise Refused(
+            f"{color} still has weight {traffic.weight(color)}; shift it to 0 first "
+            f"(cutover shift --to {other(color)} --weight 100)"
+        )
+    if traffic.blue == 0 and traffic.green == 0:
+        raise Refused(
+            "both colors have weight 0 (Route53 then answers with both): put all traffic on one first "
+            "(cutover shift --to COLOR --weight 100)"
+        )
+    if color is not None:
+        return color
+    idle = [c for c in COLORS if traffic.weight(c) == 0]
+    if len(idle) != 1:
+        raise Refused(
+            f"no color has weight 0 (traffic is split: {traffic}): finish or roll back the release first, "
+            "or name one with --color after shifting it to 0"
+        )
+    return idle[0]
+
+
+def _retired(state: ReleaseState, color: Color, record_id: str, actor: str, now: float) -> ReleaseState:
+    """The color runs nothing any more: never a rollback target."""
+    build = ColorBuild(image=None, verified=False, note=f"retired by {actor} (retire {record_id})", at=now)
+    return dataclasses.replace(state, colors={**state.colors, color: build})
 
 
 def _no_known_good(state: ReleaseState) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cutover.model import Color, Traffic, parse_color
 
@@ -55,6 +55,41 @@ class Deployer(Protocol):
     def current_image(self, color: Color) -> str | None: ...
 
 
+class TrafficMeter(Protocol):
+    """When a color last received a request, as its proxy or load balancer saw it.
+
+    Used by `cutover retire`: a color is stopped only once its requests have stopped."""
+
+    @property
+    def lag_seconds(self) -> float:
+        """How far behind now the meter's data may be: a request younger than this may not
+        show yet (an access log's flush interval, CloudWatch's publishing delay)."""
+        ...
+
+    def last_request_at(self, color: Color, since: float) -> float | None:
+        """The wall-clock time (epoch seconds) of the newest request `color` received at
+        or after `since`; None when it received none in that time. Raises MeterError when
+        it cannot tell (a log it cannot read, a failed API call): no answer is not quiet."""
+        ...
+
+
+class MeterError(RuntimeError):
+    """A traffic meter could not read its data."""
+
+
+@runtime_checkable
+class RetiringDeployer(Protocol):
+    """A deployer that can also stop a color (`cutover retire`)."""
+
+    def retire(self, color: Color, progress: Callable[[str], None]) -> None:
+        """Stop every instance of `color` and wait until they are gone (each drains)."""
+        ...
+
+    def is_retired(self, color: Color) -> bool:
+        """True when `color` runs no instance (nothing to retire)."""
+        ...
+
+
 class Lock(Protocol):
     """One operation at a time per environment, as a lease renewed while it runs."""
 
@@ -80,7 +115,7 @@ class Record:
     traffic as {"blue", "green", "generation"}, `from_traffic` {} until traffic was read."""
 
     id: str
-    operation: str  # release | shift | rollback
+    operation: str  # release | shift | rollback | retire
     actor: str
     env: str
     started_at: float

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cutover.envoy.weights import EnvoyLayout, served_version, write_routes
 from cutover.model import BadInput, Traffic
 from cutover.ports import ConcurrentChange
-from cutover.rehearsal.envoy import EnvoyLayout, served_version, write_routes
 
 
 class EnvoyRouter:

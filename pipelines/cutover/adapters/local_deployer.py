@@ -171,6 +171,15 @@ class LocalDeployer:
         state = self.state(color)
         self._save(color, state["image"], [])
 
+    def retire(self, color: Color, progress: Callable[[str], None]) -> None:
+        """`cutover retire`: stop the color's processes (each drains) and keep them stopped."""
+        progress(f"stopping {color}: pids {self.pids(color)} (graceful drain)")
+        self.stop(color)
+        progress(f"{color} stopped")
+
+    def is_retired(self, color: Color) -> bool:
+        return not self.pids(color)
+
 
 def _reap(pids: list[int]) -> None:
     """Collect the exit status of those of `pids` that are our children, so no zombie stays."""

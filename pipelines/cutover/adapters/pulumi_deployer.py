@@ -9,10 +9,16 @@ talks to a small `Stack` protocol; `AutomationStack` is the real one, tests use 
 Every `up` refreshes first (state brought in line with what runs, cutover's weights
 included), and runs with CUTOVER_LOCK_OWNER set to this operation's lock owner: the program
 refuses to run while a cutover operation holds the environment's lock, except for it.
+
+`retire` scales a color to 0 replicas the same way: the stack config `cutover:colors`
+(the program's replicas per color, read as one JSON object) gets `<color>.replicas: 0`,
+keeping what was there in `<color>.replicasBeforeRetire`, then a targeted `up`. The next
+`deploy` to that color puts the replicas back first.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -33,6 +39,8 @@ class Stack(Protocol):
 
 
 LOCK_OWNER_ENV = "CUTOVER_LOCK_OWNER"  # read by infra/cutover_infra/program.py
+COLORS_KEY = "cutover:colors"  # {"blue": {"replicas": 3}, ...}: infra/cutover_infra/config.py
+RETIRED_FROM = "replicasBeforeRetire"  # the replicas a retired color had (None: the default)
 
 
 class PulumiDeployer:
@@ -45,6 +53,7 @@ class PulumiDeployer:
         self.stack = stack
         self.config_key = config_key
         self._lock_owner = lock_owner
+        self.colors_key = COLORS_KEY
 
     @property
     def lock_owner(self) -> str:
@@ -70,21 +79,66 @@ class PulumiDeployer:
             )
         return [str(urn) for urn in urns]
 
-    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> str | None:
+    def _colors(self) -> tuple[str | None, dict[str, Any]]:
+        """`cutover:colors` as stored (to put back) and as an object."""
+        raw = self.stack.get_config(self.colors_key)
+        try:
+            value = json.loads(raw) if raw else {}
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise RuntimeError(f"stack config {self.colors_key} must be a JSON object (got {raw!r})")
+        return raw, value
+
+    def is_retired(self, color: Color) -> bool:
+        section = self._colors()[1].get(color)
+        return isinstance(section, dict) and section.get("replicas") == 0
+
+    def retire(self, color: Color, progress: Callable[[str], None]) -> None:
+        """Scale `color` to 0 replicas: `<color>.replicas: 0` in `cutover:colors`, then a
+        targeted `up`; a failed `up` puts the config back."""
         targets = self.targets(color)  # before touching config: fail with nothing changed
-        previous = self.current_image(color)
-        self.stack.set_config(self._key(color), image)
-        progress(f"pulumi up --target ({len(targets)} resources of {color}), image {previous} -> {image}")
+        raw, colors = self._colors()
+        section = dict(colors.get(color) or {})
+        retired = {**section, "replicas": 0, RETIRED_FROM: section.get("replicas")}
+        self.stack.set_config(self.colors_key, json.dumps({**colors, color: retired}))
+        progress(f"pulumi up --target ({len(targets)} resources of {color}), replicas -> 0")
+        self._up(color, targets, progress, lambda: self.stack.set_config(self.colors_key, raw or "{}"))
+
+    def _up(
+        self, color: Color, targets: list[str], progress: Callable[[str], None], undo: Callable[[], None]
+    ) -> None:
+        """A targeted `up`; when it fails, `undo` leaves the config describing what runs."""
         try:
             result = self.stack.up(targets, progress, {LOCK_OWNER_ENV: self.lock_owner})
         except Exception:
-            if previous is not None:  # leave the config describing what actually runs
-                self.stack.set_config(self._key(color), previous)
+            undo()
             raise
         if result != "succeeded":
-            if previous is not None:
-                self.stack.set_config(self._key(color), previous)
+            undo()
             raise RuntimeError(f"pulumi up for {color} ended {result}")
+
+    def deploy(self, color: Color, image: str, progress: Callable[[str], None]) -> str | None:
+        targets = self.targets(color)  # before touching config: fail with nothing changed
+        previous = self.current_image(color)
+        colors_raw, colors = self._colors()
+        section = colors.get(color)
+        if isinstance(section, dict) and RETIRED_FROM in section:  # retired: its replicas back
+            back = {key: value for key, value in section.items() if key not in (RETIRED_FROM, "replicas")}
+            if section[RETIRED_FROM] is not None:
+                back["replicas"] = section[RETIRED_FROM]
+            self.stack.set_config(self.colors_key, json.dumps({**colors, color: back}))
+            progress(f"{color} was retired: replicas back to {section[RETIRED_FROM] or 'the default'}")
+        self.stack.set_config(self._key(color), image)
+        progress(f"pulumi up --target ({len(targets)} resources of {color}), image {previous} -> {image}")
+
+        def undo() -> None:
+            if previous is not None:  # leave the config describing what actually runs
+                self.stack.set_config(self._key(color), previous)
+            if colors_raw is not None and isinstance(section, dict) and RETIRED_FROM in section:
+                self.stack.set_config(self.colors_key, colors_raw)
+
+        self._up(color, targets, progress, undo)
         digest = (self.stack.outputs().get("imageDigests") or {}).get(color)
         return str(digest) if digest else None  # the machine records it in the release state
 

@@ -11,6 +11,7 @@ a while), and `reset` empties every backend.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,9 @@ class LocalAws:
 
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
+
+        # werkzeug logs every request to stderr; the rehearsal's progress is what people read.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
         if self._undo_strict is None:
             self._undo_strict = strict_route53.make_strict()

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 
+from cutover.envoy.weights import wait_healthy
 from cutover.local.database import query
 from cutover.machine import Gates, Reporter, Result
 from cutover.model import COLORS, Color, Traffic
-from cutover.rehearsal.envoy import wait_healthy
 from cutover.rehearsal.load import LoadGenerator, LoadResult
 from cutover.rehearsal.stack import BROKEN_TAG_SUFFIX, LocalStack
 from cutover.rehearsal.stickiness import EnvoyHealthMonitor, Exemptions, sticky_violations
@@ -48,10 +48,22 @@ class Plan:
     # Requests per client session. Canary traffic comes from new sessions (old ones keep
     # their color), so short windows need short sessions for the 10% step to see any.
     session_length: tuple[int, int] = (15, 40)
+    # The AWS path (router "route53"): DNS TTL scaled down with every other window (an
+    # ALB's is 60 s), the share of clients that hold answers longer and by how much, and how
+    # long the old color must have had no request before `retire` accepts.
+    router: str = "route53"  # or "envoy": one Envoy splits traffic by weight
+    dns_ttl_seconds: int = 4
+    hold_share: float = 0.2
+    hold_factor: float = 3.0
+    settle_seconds: float = 2.0
+    retire_timeout: float = 60.0
 
     @classmethod
-    def short(cls, faults: bool = False) -> Plan:
-        return cls(clients=10, warmup=1.5, bake=2.0, observe=1.5, faults=faults, session_length=(4, 12))
+    def short(cls, faults: bool = False, router: str = "route53") -> Plan:
+        return cls(
+            clients=10, warmup=1.5, bake=2.0, observe=1.5, faults=faults, session_length=(4, 12),
+            router=router, dns_ttl_seconds=2, settle_seconds=1.0,
+        )  # fmt: skip
 
 
 class Rehearsal:
@@ -67,16 +79,19 @@ class Rehearsal:
         self.started = time.monotonic()
         self._fault_windows: list[tuple[float, float]] = []
 
-    def run(self) -> dict[str, Any]:
-        plan = self.plan
-        app_env = {
-            "DRAIN_SECONDS": f"{plan.drain_seconds:g}",
+    def app_env(self) -> dict[str, str]:
+        """ledger's settings in every color (its keep-alive is its own default: 75 s)."""
+        return {
+            "DRAIN_SECONDS": f"{self.plan.drain_seconds:g}",
             "SHUTDOWN_TIMEOUT_SECONDS": "10",
             "LOG_LEVEL": "WARNING",
             "READY_CACHE_SECONDS": "0.25",
             "DB_POOL_MAX": "8",
         }
-        stack = LocalStack(self.workdir, plan.pods, app_env)
+
+    def run(self) -> dict[str, Any]:
+        plan = self.plan
+        stack = LocalStack(self.workdir, plan.pods, self.app_env())
         report: dict[str, Any] = {}
         load: LoadGenerator | None = None
         monitor: EnvoyHealthMonitor | None = None

@@ -15,12 +15,13 @@ from cutover.adapters.http_health import HttpHealth
 from cutover.adapters.local_deployer import LocalDeployer, pid_alive
 from cutover.adapters.locks import FileLock
 from cutover.adapters.state_store import FileStateStore
+from cutover.envoy.process import EnvoyProcess
+from cutover.envoy.weights import EnvoyLayout
 from cutover.local.database import migrate_database
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
 from cutover.machine import Gates, ReleaseMachine, Reporter
 from cutover.model import COLORS, Color, Traffic
-from cutover.rehearsal.envoy import EnvoyLayout, EnvoyProcess
 
 BROKEN_TAG_SUFFIX = "-broken"
 

@@ -1,8 +1,9 @@
 """Sticky-session accounting: when may a session move to another instance?
 
 A move is allowed when the instance it left was not healthy in Envoy's eyes (or was
-being stopped by the rehearsal), or when its color had no weight. Anything else is a
-sticky violation. Envoy's own view of health is sampled from its admin interface.
+being stopped by the rehearsal), when its color had no weight, or when the client's DNS
+answer changed in between (with DNS switching, stickiness is each balancer's promise, not
+the name's). Anything else is a sticky violation. Envoy's own view of health is sampled from its admin interface.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from cutover.rehearsal.envoy import host_health
+from cutover.envoy.weights import host_health
 from cutover.rehearsal.load import Attempt
 
 Interval = tuple[float, float]
@@ -55,6 +56,8 @@ def sticky_violations(attempts: list[Attempt], exemptions: Exemptions) -> list[V
     for session, answered in by_session.items():
         answered.sort(key=lambda a: a.at)
         for previous, current in itertools.pairwise(answered):
+            if current.address != previous.address:
+                continue  # DNS sent the client to another balancer: not the balancer's stickiness
             if current.served_by != previous.served_by and not exemptions.exempt(
                 previous.served_by, previous.at, current.at
             ):

