@@ -1,5 +1,7 @@
 """The rehearsal end to end, as `make demo` runs it (shorter windows): real Postgres,
-real ledger processes, real Envoy, the real release code, live load."""
+real ledger processes, real Envoy, the real release code, live load; on the AWS path
+(Route53 on a strict moto, DNS with TTLs, one ALB-shaped Envoy per color) and on the
+Envoy-weights path. The faults: test_rehearse_faults.py."""
 
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ CONTRACT = {
     "release",
     "rollback",
 }  # in every report (docs/contracts.md documents them: tests/test_contracts_doc.py)
-FAULTS_CONTRACT = {"faults", "transfers_lost"}  # added by --faults
 
 
 def rehearse(*flags: str) -> tuple[int, dict[str, Any], str]:
@@ -37,17 +38,21 @@ def rehearse(*flags: str) -> tuple[int, dict[str, Any], str]:
 
 
 @pytest.fixture(scope="module")
-def plain() -> tuple[int, dict[str, Any], str]:
-    return rehearse()
+def aws_path() -> tuple[int, dict[str, Any], str]:
+    return rehearse()  # the default: Route53 (strict moto), DNS with TTLs, one ALB per color
 
 
-def test_a_release_and_a_rollback_under_load_drop_nothing(plain: tuple[int, dict[str, Any], str]) -> None:
-    code, report, progress = plain
+@pytest.fixture(scope="module")
+def envoy_path() -> tuple[int, dict[str, Any], str]:
+    return rehearse("--router", "envoy")
+
+
+def _release_and_rollback_dropped_nothing(report: dict[str, Any]) -> None:
     assert set(report) >= CONTRACT, CONTRACT - set(report)
-    assert code == 0 and report["passed"] is True, report
+    assert report["passed"] is True, report
     assert report["requests"] > 1000
     assert report["failed_requests"] == 0
-    assert report["sticky_violations"] == 0
+    assert report["sticky_violations"] == 0, report.get("sticky_violation_examples")
     assert report["money_conserved"] is True
     assert report["transfers_acknowledged"] == report["transfers_persisted"] > 100
     assert report["served_by"]["blue"] > 0 and report["served_by"]["green"] > 0
@@ -55,29 +60,59 @@ def test_a_release_and_a_rollback_under_load_drop_nothing(plain: tuple[int, dict
     assert [s["to"]["green"] for s in report["release"]["steps"]] == [10, 50, 100]
     assert report["rollback"]["seconds"] < report["release"]["seconds"]
     assert report["processes_left"] == 0
+
+
+def test_the_aws_path_releases_and_rolls_back_under_load_dropping_nothing(
+    aws_path: tuple[int, dict[str, Any], str],
+) -> None:
+    code, report, progress = aws_path
+    assert code == 0
+    _release_and_rollback_dropped_nothing(report)
+    assert report["router"] == "route53"
+    assert "Route53" in progress and "DNS TTL" in progress and "tearing down" in progress
+    # Both colors were chosen by the DNS server from the live weighted records.
+    assert report["dns_answers"]["blue"] > 0 and report["dns_answers"]["green"] > 0
+
+
+def test_the_old_color_answers_until_cached_dns_answers_expire_and_is_retired_after(
+    aws_path: tuple[int, dict[str, Any], str],
+) -> None:
+    _, report, _ = aws_path
+    after = report["after_last_change"]
+    assert after["old_color"] == "green"
+    # Clients kept their cached answer: green still answered after its weight went to 0,
+    # never longer than the longest a client holds an answer (plus the length of a request).
+    assert after["requests"] > 0
+    assert 0 < after["last_answer_s"] <= after["bound_s"] + 1.0
+    retire = report["retire"]
+    assert retire["outcome"] == "retired", retire
+    assert retire["failed_requests"] == 0
+    assert retire["waited_seconds"] >= report["dns_ttl_seconds"]  # never before the TTL
+
+
+def test_the_envoy_path_releases_and_rolls_back_under_load_dropping_nothing(
+    envoy_path: tuple[int, dict[str, Any], str],
+) -> None:
+    code, report, progress = envoy_path
+    assert code == 0
+    _release_and_rollback_dropped_nothing(report)
     assert "shifting traffic" in progress and "tearing down" in progress
 
 
-def test_traffic_follows_each_weight_change(plain: tuple[int, dict[str, Any], str]) -> None:
-    _, report, _ = plain
+def test_traffic_follows_each_weight_change(envoy_path: tuple[int, dict[str, Any], str]) -> None:
+    _, report, _ = envoy_path
     follow = report["traffic_follow"]
     assert [step["to"]["green"] for step in follow] == [10, 50, 100, 0]
     assert follow[0]["first_green_response_s"] is not None  # the canary got traffic
     assert follow[3]["first_blue_response_s"] is not None  # the rollback brought it back
 
 
-def test_faults_lose_no_acknowledged_transfer_and_the_broken_release_rolls_back() -> None:
-    code, report, _ = rehearse("--faults")
-    assert set(report) >= FAULTS_CONTRACT, FAULTS_CONTRACT - set(report)
-    assert code == 0 and report["passed"] is True, report
-    faults = {f["scenario"]: f for f in report["faults"]}
-    assert set(faults) == {"sigterm_pod", "sigkill_pod", "postgres_restart", "broken_release"}
-    assert faults["sigterm_pod"]["failed_requests"] == 0 and faults["sigterm_pod"]["exited_gracefully"]
-    assert all(f["requests"] > 0 for f in faults.values())
-    assert report["transfers_lost"] == 0 and report["operations_given_up"] == 0
-    assert report["transfers_acknowledged"] == report["transfers_persisted"]
-    assert report["failed_requests_outside_faults"] == 0
-    broken = faults["broken_release"]
-    assert broken["release_outcome"] == "failed" and broken["rolled_back_as_expected"] is True
-    assert broken["traffic_after"] == {"blue": 100, "green": 0} and broken["served_by_green"] == 0
-    assert report["money_conserved"] is True and report["processes_left"] == 0
+def test_an_unknown_router_is_refused_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cutover", "rehearse", "--router", "nginx"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["cutover: --router must be route53 or envoy (got 'nginx')"]
