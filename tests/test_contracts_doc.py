@@ -17,8 +17,8 @@ from cutover.cli import app as cli
 from cutover.machine import EXIT_CODES, Result
 from ledger.app import create_app
 from ledger.config import Settings
+from tests.e2e.test_rehearse import AWS_CONTRACT, FAULTS_CONTRACT
 from tests.e2e.test_rehearse import CONTRACT as REHEARSAL_CONTRACT
-from tests.e2e.test_rehearse import FAULTS_CONTRACT
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "contracts.md").read_text()
@@ -72,7 +72,7 @@ def test_the_json_results_are_documented() -> None:
         assert f"`{key}`" in section, key
 
 
-@pytest.mark.parametrize("key", sorted(REHEARSAL_CONTRACT | FAULTS_CONTRACT))
+@pytest.mark.parametrize("key", sorted(REHEARSAL_CONTRACT | AWS_CONTRACT | FAULTS_CONTRACT))
 def test_the_rehearsal_report_keys_the_bar_relies_on_are_documented(key: str) -> None:
     assert f"`{key}`" in _table_rows("### `cutover rehearse --json`")
 

@@ -24,6 +24,8 @@ CONTRACT = {
     "release",
     "rollback",
 }  # in every report (docs/contracts.md documents them: tests/test_contracts_doc.py)
+AWS_CONTRACT = {"router", "dns_ttl_seconds", "dns_answers", "after_last_change", "retire"}  # the AWS path
+FAULTS_CONTRACT = {"faults", "transfers_lost"}  # added by --faults (test_rehearse_faults.py)
 
 
 def rehearse(*flags: str) -> tuple[int, dict[str, Any], str]:
@@ -68,6 +70,7 @@ def test_the_aws_path_releases_and_rolls_back_under_load_dropping_nothing(
     code, report, progress = aws_path
     assert code == 0
     _release_and_rollback_dropped_nothing(report)
+    assert set(report) >= AWS_CONTRACT, AWS_CONTRACT - set(report)
     assert report["router"] == "route53"
     assert "Route53" in progress and "DNS TTL" in progress and "tearing down" in progress
     # Both colors were chosen by the DNS server from the live weighted records.

@@ -27,6 +27,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         ("money conserved", _mark(bool(report.get("money_conserved")))),
         ("release", _operation(report.get("release"))),
         ("rollback", _operation(report.get("rollback"))),
+        *_dns_rows(report),
         ("processes left", str(report.get("processes_left"))),
         ("took", f"{report.get('seconds')}s"),
         ("passed", _mark(bool(report.get("passed")))),
@@ -63,3 +64,24 @@ def _operation(operation: dict[str, Any] | None) -> str:
     if not operation:
         return "-"
     return f"{operation['outcome']} in {operation['seconds']}s"
+
+
+def _dns_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The AWS path's rows: the TTL, the old color's requests after the switch, the retire."""
+    after, retire = report.get("after_last_change"), report.get("retire")
+    if not after or not retire:
+        return []
+    last = after.get("last_answer_s")
+    return [
+        ("router", f"route53 (DNS TTL {report.get('dns_ttl_seconds')}s)"),
+        (
+            f"{after['old_color']} after its weight went to 0",
+            f"{after['requests']:,} requests, the last after {last if last is not None else '-'}s "
+            f"(bound {after['bound_s']:g}s)",
+        ),
+        (
+            f"retire {retire['color']}",
+            f"{retire['outcome']} after waiting {retire['waited_seconds']}s, "
+            f"{retire['failed_requests']} failed",
+        ),
+    ]
