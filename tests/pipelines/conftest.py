@@ -19,7 +19,9 @@ from moto.server import ThreadedMotoServer
 
 from cutover import envfile
 from cutover.adapters.local_deployer import LocalDeployer
+from cutover.local import aws as aws_zone
 from cutover.local import strict_route53
+from cutover.local.aws import create_release_tables
 from cutover.local.database import migrate_database
 from cutover.local.ports import free_port
 from cutover.local.postgres import EmbeddedPostgres
@@ -56,13 +58,8 @@ def generation_record(n: int) -> dict[str, Any]:
 
 
 def create_zone(client: Any, blue: int = 100, green: int = 0) -> str:
-    zone = client.create_hosted_zone(Name="example.com", CallerReference="cutover-tests")["HostedZone"]["Id"]
-    changes = [
-        {"Action": "CREATE", "ResourceRecordSet": record}
-        for record in (weighted("blue", blue), weighted("green", green), generation_record(0))
-    ]
-    client.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
-    return str(zone)
+    """The zone the Pulumi program creates, with the records above (cutover.local.aws)."""
+    return aws_zone.create_zone(client, aws_zone.ZoneLayout(), blue, green)
 
 
 def snapshot(client: Any, zone: str) -> list[dict[str, Any]]:
@@ -123,28 +120,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def route53(aws: None) -> Any:
     return boto3.client("route53")
-
-
-def create_release_tables(client: Any) -> None:
-    """The lock and history tables, keyed as the Pulumi program creates them."""
-    client.create_table(
-        TableName="locks",
-        KeySchema=[{"AttributeName": "lock_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "lock_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.create_table(
-        TableName="history",
-        KeySchema=[
-            {"AttributeName": "env", "KeyType": "HASH"},
-            {"AttributeName": "sort_key", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "env", "AttributeType": "S"},
-            {"AttributeName": "sort_key", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 @pytest.fixture
