@@ -60,11 +60,22 @@ def test_retire_refuses_while_green_answers_then_stops_it_when_quiet(env: Env, t
     assert named.returncode == 2
     assert as_json(named)["reason"].startswith("blue still has weight 100; shift it to 0 first")
 
-    retired = cutover(env, "retire", "--wait", "--json", timeout=60)
-    assert retired.returncode == 0, retired.stderr
-    done = as_json(retired)
+    # Green keeps answering until `--wait` says it waits (however long the commands above
+    # took), then goes quiet: the retire must wait out the settling window, then stop it.
+    waiting = start_cutover(env, "retire", "--wait", "--json")
+    assert waiting.stderr is not None and waiting.stdout is not None
+    progress = Follow(waiting.stderr)
+    deadline = time.monotonic() + 30
+    while not any("waiting until retiring is safe" in line for line in progress.lines):
+        assert time.monotonic() < deadline and waiting.poll() is None, progress.lines
+        log_request(green_log, time.time())
+        time.sleep(0.2)
+    quiet_since = time.time()
+    out = waiting.stdout.read()
+    assert waiting.wait(60) == 0, progress.text()
+    assert time.time() - quiet_since >= 2  # the settling window, from the last request
+    done = json.loads(out)
     assert done["retired"] is True and done["outcome"] == "succeeded" and done["color"] == "green"
-    assert "waiting until retiring is safe" in retired.stderr
     assert env.deployer.pids("green") == [] and not any(pid_alive(pid) for pid in green_pids)
     assert env.deployer.pids("blue") and env.weights() == weights
     assert env.history()[0]["operation"] == "retire" and env.history()[0]["outcome"] == "succeeded"
