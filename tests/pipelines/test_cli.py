@@ -52,8 +52,9 @@ def test_release_status_rollback_history(env: Env) -> None:
 
 def test_two_releases_at_once_one_runs_the_other_exits_3(env: Env) -> None:
     first = start_cutover(
-        env, "release", "--image", "v2", "--strategy", "canary:10,100", "--bake", "2", "--json"
-    )
+        env, "release", "--image", "v2", "--strategy", "canary:10,100", "--bake", "10", "--json"
+    )  # a bake longer than the second command can take on a loaded machine: the records it
+    # compares are the first's 10% step, not its next one
     deadline = time.monotonic() + 30
     while env.weights()["green"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
