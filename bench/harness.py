@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from moto.server import ThreadedMotoServer
 
 from cutover.local.ports import free_port
+from cutover.local.process import HttpProbe, LocalProcess, NotReady
 
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
@@ -68,46 +65,26 @@ class Server:
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.process = LocalProcess.start(  # output to an anonymous file, closed in stop()
             [part.replace("{port}", str(self.port)) for part in command],
             env={**env, "PORT": str(self.port)},
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
         )
 
     def log_tail(self, lines: int = 30) -> str:
-        self.log.seek(0)
-        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+        return self.process.log_tail(lines)
 
     def wait_ready(self, path: str, timeout: float = 30) -> Server:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + path, timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = self.log_tail()
-        code = self.proc.poll()
-        self.stop()
-        how = f"exited with {code}" if code is not None else f"never answered 200 on {path}"
-        raise BenchError(f"{self.url}: the server {how}; its output:\n{tail}")
+        """Until `path` answers 200; BenchError with its output (and the server stopped) if not."""
+        try:
+            self.process.wait_ready(HttpProbe(self.url + path), timeout)
+        except NotReady as failed:
+            self.stop()
+            raise BenchError(str(failed)) from None
+        return self
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        self.process.stop(grace=30)
 
 
 def uvicorn_command(app: str) -> list[str]:

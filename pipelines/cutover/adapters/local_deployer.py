@@ -7,33 +7,17 @@ to each pid and a wait for the graceful drain to end.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cutover.local.process import HttpProbe, LocalProcess, stop_pids, wait_pids_exit, wait_until
+from cutover.local.process import pid_alive as pid_alive  # where callers have always imported it from
 from cutover.model import Color
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class LocalDeployer:
@@ -108,66 +92,39 @@ class LocalDeployer:
             "CLUSTER_DISCOVERY": f"static:{peers}",
             **self.image_env(image),
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with (self.state_dir / f"{color}-{index}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger", "serve"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives this command, and is not hit by its Ctrl-C
-            )
+        process = LocalProcess.start(
+            [sys.executable, "-m", "ledger", "serve"],
+            env=env,
+            log_path=self.state_dir / f"{color}-{index}.log",
+            new_session=True,  # outlives this command, and is not hit by its Ctrl-C
+        )
         pids = list(state["pids"]) or [0] * len(ports)
-        pids[index] = proc.pid
+        pids[index] = process.pid
         self._save(color, image, pids)
-        return proc.pid
+        return process.pid
 
     def instance_pid(self, color: Color, index: int) -> int:
         return int(self.state(color)["pids"][index])
 
     def wait_exit(self, pid: int, timeout: float) -> bool:
         """Wait for one process to exit; True if it did."""
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid):
-            _reap([pid])
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        _reap([pid])
-        return True
+        return wait_pids_exit([pid], timeout, interval=0.02)
 
     def _wait_live(self, color: Color, ports: list[int]) -> None:
-        import httpx  # here, not at the top: `cutover status` imports this module too
+        """Until each port in turn answers /health/live, all within `start_timeout`."""
+        waiting = list(ports)
 
-        deadline = time.monotonic() + self.start_timeout
-        for port in ports:
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{color} on port {port} did not start within {self.start_timeout:g}s")
-                time.sleep(0.05)
+        def all_live() -> bool:
+            while waiting and HttpProbe(f"http://127.0.0.1:{waiting[0]}/health/live")():
+                waiting.pop(0)
+            return not waiting
+
+        wait_until(all_live, self.start_timeout, what=f"{color} on ports {ports} answering /health/live")
 
     def stop(self, color: Color, sig: int = signal.SIGTERM) -> None:
-        """Signal every process of the color and wait until all have exited."""
-        pids = self.pids(color)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + self.stop_timeout
-        while any(pid_alive(pid) for pid in pids):
-            _reap(pids)
-            if time.monotonic() > deadline:
-                for pid in pids:
-                    if pid_alive(pid):
-                        os.kill(pid, signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        _reap(pids)
+        """Signal every process of the color and wait until all have exited (SIGKILL after
+        `stop_timeout`)."""
+        stop_pids(self.pids(color), grace=self.stop_timeout, sig=sig)
         state = self.state(color)
         self._save(color, state["image"], [])
 
@@ -179,11 +136,3 @@ class LocalDeployer:
 
     def is_retired(self, color: Color) -> bool:
         return not self.pids(color)
-
-
-def _reap(pids: list[int]) -> None:
-    """Collect the exit status of those of `pids` that are our children, so no zombie stays."""
-    for pid in pids:
-        # Not our child (started by another cutover command): its own parent reaps it.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)

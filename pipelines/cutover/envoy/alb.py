@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
-import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +29,9 @@ from typing import Any
 
 import httpx
 
-from cutover.envoy.process import launch, terminate
+from cutover.envoy.process import STOP_GRACE_SECONDS, launch
 from cutover.envoy.weights import host_health
+from cutover.local.process import HttpProbe, LocalProcess, NotReady, tcp_probe, wait_until
 from cutover.model import Color
 
 CLUSTER = "targets"
@@ -239,11 +237,11 @@ class AlbBalancer:
 
     def __init__(self, spec: AlbSpec) -> None:
         self.spec = spec
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: LocalProcess | None = None
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self.process.pid if self.process else None
 
     @property
     def url(self) -> str:
@@ -257,36 +255,28 @@ class AlbBalancer:
         """Write the bootstrap, start Envoy, and wait until its admin and listener answer."""
         self.spec.directory.mkdir(parents=True, exist_ok=True)
         self.spec.bootstrap_path.write_text(json.dumps(alb_bootstrap(self.spec)))
-        self.proc = launch(
+        self.process = launch(
             self.spec.bootstrap_path,
             None,
             self.spec.log_path,
             extra_args=("--file-flush-interval-msec", "100"),  # access log lines show up quickly
         )
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.proc.returncode}; see {self.spec.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"the {self.spec.color} ALB did not listen on {self.url} within {timeout:g}s"
-                )
-            time.sleep(0.05)
-
-    def _ready(self) -> bool:
+        admin = HttpProbe(f"{self.admin_url}/ready", timeout=0.5)
+        listener = tcp_probe(self.spec.address, self.spec.port)
         try:
-            if httpx.get(f"{self.admin_url}/ready", timeout=0.5).status_code != 200:
-                return False
-            with socket.create_connection((self.spec.address, self.spec.port), timeout=0.5):
-                return True
-        except (httpx.HTTPError, OSError):
-            return False
+            self.process.wait_ready(
+                lambda: admin() and listener(),
+                timeout,
+                what=f"the {self.spec.color} ALB listening on {self.url}",
+            )
+        except NotReady:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """SIGTERM to the pid, SIGKILL if it has not exited after a grace period."""
-        if self.proc is not None:
-            terminate(self.proc)
+        if self.process is not None:
+            self.process.stop(grace=STOP_GRACE_SECONDS)
 
     def request_count(self) -> int:
         """Client requests answered so far (the ALB's RequestCount): Envoy's admin stats."""
@@ -309,19 +299,16 @@ class AlbBalancer:
     def wait_healthy(self, ports: Iterable[int], timeout: float = 20.0) -> None:
         """Until Envoy sees every one of `ports` healthy."""
         wanted = list(ports)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                health = self.target_health()
-                if all(health.get(port) for port in wanted):
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the {self.spec.color} ALB did not see {wanted} healthy within {timeout:g}s"
-                )
-            time.sleep(0.05)
+        wait_until(
+            lambda: self._healthy(wanted), timeout, what=f"the {self.spec.color} ALB seeing {wanted} healthy"
+        )
+
+    def _healthy(self, ports: list[int]) -> bool:
+        try:
+            health = self.target_health()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return all(health.get(port) for port in ports)
 
     def last_request_at(self) -> float | None:
         """Wall-clock epoch seconds of the newest request in the access log; None if none."""

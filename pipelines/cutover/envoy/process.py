@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 from cutover.envoy.weights import EnvoyLayout, bootstrap, served_version, write_routes
+from cutover.local.process import LocalProcess
 from cutover.model import Traffic
+
+STOP_GRACE_SECONDS = 10.0  # after SIGTERM, then SIGKILL
 
 
 def envoy_binary() -> str:
@@ -24,38 +24,24 @@ def envoy_binary() -> str:
 
 def launch(
     bootstrap_path: Path, base_id: int | None, log_path: Path, extra_args: Sequence[str] = ()
-) -> subprocess.Popen[bytes]:
+) -> LocalProcess:
     """Start Envoy on `bootstrap_path`, its output appended to `log_path`.
 
     `base_id` is its shared-memory id, unique per Envoy on the machine; None lets Envoy
     choose a free one."""
     shared_memory = ["--use-dynamic-base-id"] if base_id is None else ["--base-id", str(base_id)]
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [
-                envoy_binary(),
-                "-c", str(bootstrap_path),
-                *shared_memory,
-                "--log-level", "warning",
-                "--concurrency", "1",
-                "--drain-time-s", "1",
-                *extra_args,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return LocalProcess.start(
+        [
+            envoy_binary(),
+            "-c", str(bootstrap_path),
+            *shared_memory,
+            "--log-level", "warning",
+            "--concurrency", "1",
+            "--drain-time-s", "1",
+            *extra_args,
+        ],
+        log_path=log_path,
+    )  # fmt: skip
 
 
 class EnvoyProcess:
@@ -63,31 +49,31 @@ class EnvoyProcess:
 
     def __init__(self, layout: EnvoyLayout) -> None:
         self.layout = layout
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: LocalProcess | None = None
 
     def start(self, traffic: Traffic, timeout: float = 30.0) -> None:
+        """Write the bootstrap and routes, start Envoy, and wait until it serves the routes."""
         self.layout.directory.mkdir(parents=True, exist_ok=True)
         self.layout.bootstrap_path.write_text(json.dumps(bootstrap(self.layout)))
         write_routes(self.layout, traffic)
-        log_path = self.layout.directory / "envoy.log"
-        self.proc = launch(self.layout.bootstrap_path, self.layout.admin_port, log_path)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.proc.returncode}; see {log_path}")
-            try:
-                if served_version(self.layout, timeout=0.5) == str(traffic.generation):
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"envoy did not serve its routes within {timeout:g}s")
-            time.sleep(0.05)
+        self.process = launch(
+            self.layout.bootstrap_path, self.layout.admin_port, self.layout.directory / "envoy.log"
+        )
+        version = str(traffic.generation)
+        self.process.wait_ready(
+            lambda: self._serves(version), timeout, what=f"envoy serving routes {version}"
+        )
+
+    def _serves(self, version: str) -> bool:
+        try:
+            return served_version(self.layout, timeout=0.5) == version
+        except httpx.HTTPError:
+            return False
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+        return self.process.pid if self.process else None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
+        if self.process is not None:
+            self.process.stop(grace=STOP_GRACE_SECONDS)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
 from cutover.local.ports import free_port
+from cutover.local.process import HttpProbe, LocalProcess, NotReady
 
-
-class LedgerStartError(RuntimeError):
-    """The process exited or never became ready; the message carries its log tail."""
+LedgerStartError = NotReady  # the process exited or never became ready; the message has its log tail
 
 
 class LedgerProcess:
@@ -29,7 +23,7 @@ class LedgerProcess:
         self.port = port or free_port(host)
         self.env = {**os.environ, **env, "HOST": host, "PORT": str(self.port)}
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: LocalProcess | None = None
 
     @property
     def url(self) -> str:
@@ -37,72 +31,40 @@ class LedgerProcess:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None, "not started"
-        return self.proc.pid
+        return self._started().pid
+
+    def _started(self) -> LocalProcess:
+        assert self.process is not None, "not started"
+        return self.process
 
     def start(self, *, wait_for: str | None = "/health/ready", timeout: float = 30.0) -> LedgerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger", "serve"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = LocalProcess.start(
+            [sys.executable, "-m", "ledger", "serve"], env=self.env, log_path=self.log_path
+        )
         if wait_for is not None:
             self.wait_for_status(wait_for, 200, timeout)
         return self
 
     def wait_for_status(self, path: str, status: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise LedgerStartError(f"ledger exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                answer = httpx.get(self.url + path, timeout=1.0)
-                if answer.status_code == status:
-                    return
-                last = f"{answer.status_code} {answer.text[:200]}"
-            except httpx.TransportError as exc:
-                last = type(exc).__name__
-            time.sleep(0.05)
-        raise LedgerStartError(
-            f"{path} did not answer {status} in {timeout}s (last: {last}):\n{self.log_tail()}"
-        )
+        """Until `path` answers `status`; LedgerStartError if the process exits first or time runs out."""
+        self._started().wait_ready(HttpProbe(self.url + path, status=status), timeout)
 
     def send_signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        self._started().send_signal(sig)
 
     def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
+        return self._started().wait(timeout)
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.alive
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait for the drain; SIGKILL if it overruns `timeout`."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return self.process.stop(grace=timeout) if self.process is not None else None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.kill()
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return self.process.log_tail(lines) if self.process is not None else "(no log)"
