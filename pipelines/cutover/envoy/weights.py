@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from cutover.local.process import wait_until
 from cutover.model import COLORS, Color, Traffic
 
 COLOR_COOKIE = "ledger-color"
@@ -322,15 +322,13 @@ def host_health(clusters: dict[str, Any]) -> dict[int, bool]:
 
 def wait_healthy(layout: EnvoyLayout, ports: list[int], timeout: float = 30.0) -> None:
     """Until Envoy's health checks pass for every one of `ports`."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def healthy() -> bool:
         try:
             clusters = httpx.get(f"{layout.admin_url}/clusters", params={"format": "json"}, timeout=1).json()
-            health = host_health(clusters)
-            if all(health.get(port) for port in ports):
-                return
         except (httpx.HTTPError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"envoy did not see {ports} healthy within {timeout:g}s")
-        time.sleep(0.05)
+            return False
+        health = host_health(clusters)
+        return all(health.get(port) for port in ports)
+
+    wait_until(healthy, timeout, what=f"envoy seeing {ports} healthy")

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cutover.envoy.weights import wait_healthy
 from cutover.local.database import query
+from cutover.local.process import HttpProbe, wait_until
 from cutover.machine import Gates, Reporter, Result
 from cutover.model import COLORS, Color, Traffic
 from cutover.rehearsal.load import LoadGenerator, LoadResult
@@ -386,12 +385,5 @@ def _operation(result: Result) -> dict[str, Any]:
 
 
 def _wait_ready(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"ledger on port {port} did not become ready within {timeout:g}s")
+    probe = HttpProbe(f"http://127.0.0.1:{port}/health/ready")
+    wait_until(probe, timeout, what=f"ledger on port {port} ready ({probe.url})")
