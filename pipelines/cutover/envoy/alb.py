@@ -14,8 +14,9 @@ What it models (CLOUD-FACTS.md, "Application Load Balancer"):
 - active health checks on `health_path` with the spec's interval, timeout and thresholds,
   also while no traffic flows; an unhealthy target gets nothing (no panic routing);
 - an access log of JSON lines under `directory` (the analogue of ALB access logs).
-The deregistration delay is carried for the callers that drain a color; a static target
-set has no deregistration in Envoy.
+Not modelled: the deregistration delay (targets here are a fixed list; a draining target
+is one that fails its health checks while ledger drains) and an ALB's fail-open when every
+target is unhealthy (docs/rehearsal.md).
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ class AlbSpec:
     health_timeout_seconds: float = 2.0
     healthy_threshold: int = 2
     unhealthy_threshold: int = 2
-    deregistration_delay_seconds: float = 30.0
     stickiness_cookie: str = "AWSALB"
     stickiness_seconds: int = 86400
 

@@ -38,8 +38,12 @@ class AwsRehearsal(Rehearsal):
             try:
                 self.say("starting Postgres (pgserver) and migrating")
                 stack.start_database()
-                accounts = self._open_accounts(stack)  # type: ignore[arg-type]
-                balance_before = self._total_balance(stack)  # type: ignore[arg-type]
+                accounts = self._open_accounts(stack)
+                balance_before = self._total_balance(stack)
+                if plan.faults:  # the colors log in as ledger_app with a password file (rotated later)
+                    from cutover.rehearsal.aws_faults import prepare_stack
+
+                    prepare_stack(stack)
                 self.say(
                     f"starting AWS here: moto (Route53 strict about DELETEs, DynamoDB), "
                     f"{stack.zone.record_name} weighted blue 100 / green 0, DNS TTL {shape.dns_ttl_seconds}s"
@@ -96,7 +100,11 @@ class AwsRehearsal(Rehearsal):
                 monitors = []
                 report = self._report(stack, result, balance_before, release, rollback, faults)  # type: ignore[arg-type]
                 report.update(self._dns_report(stack, result, rollback, retire))
-                report["checks_passed"] = report["checks_passed"] and retire["outcome"] == "retired"
+                report["checks_passed"] = (
+                    report["checks_passed"]
+                    and retire["outcome"] == "retired"
+                    and all(f["as_expected"] for f in faults or [])
+                )
             finally:
                 if load is not None:
                     load.stop(timeout=10)

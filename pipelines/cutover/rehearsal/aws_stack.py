@@ -58,7 +58,6 @@ class AwsShape:
     health_interval_seconds: float = 0.5  # the target group's health check
     healthy_threshold: int = 2
     unhealthy_threshold: int = 2
-    deregistration_delay_seconds: float = 5.0
 
 
 class AwsStack:
@@ -100,13 +99,12 @@ class AwsStack:
                     health_timeout_seconds=min(1.0, shape.health_interval_seconds),
                     healthy_threshold=shape.healthy_threshold,
                     unhealthy_threshold=shape.unhealthy_threshold,
-                    deregistration_delay_seconds=shape.deregistration_delay_seconds,
                 )
             )
             for c in COLORS
         }
         self.dns: WeightedDnsServer | None = None
-        self.app_env = dict(app_env)
+        self.app_env = dict(app_env)  # may name its own DATABASE_URL (e.g. a least-privilege role)
         # Per image tag, as the environment file's deployer has it: a tag ending in -broken
         # cannot reach its database (live, never ready: the broken-build fault).
         self.image_env = {tag: dict(env) for tag, env in (image_env or {}).items()}
@@ -167,7 +165,7 @@ class AwsStack:
         self.deployer = LocalDeployer(
             self.workdir / "colors",
             self.ports,
-            {**self.app_env, "DATABASE_URL": self.database_url},
+            {"DATABASE_URL": self.database_url, **self.app_env},
             image_env=self._image_env,
         )
         self.deployer.deploy("blue", image, lambda _line: None)
@@ -194,7 +192,7 @@ class AwsStack:
             deployer=envfile.LocalDeployer(
                 state_dir=str(self.workdir / "colors"),
                 ports=self.ports,
-                env={**self.app_env, "DATABASE_URL": self.database_url},
+                env={"DATABASE_URL": self.database_url, **self.app_env},
                 image_env=image_env or None,
             ),
             lock=envfile.DynamoDBLock(table="locks", lease_seconds=30),

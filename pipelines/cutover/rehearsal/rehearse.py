@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cutover.envoy.weights import wait_healthy
 from cutover.local.database import query
@@ -30,6 +30,11 @@ from cutover.rehearsal.stack import BROKEN_TAG_SUFFIX, LocalStack
 from cutover.rehearsal.stickiness import EnvoyHealthMonitor, Exemptions, sticky_violations
 
 FOREVER = float("inf")
+
+
+class HasDatabase(Protocol):
+    @property
+    def database_url(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ class Rehearsal:
 
     # -------------------------------------------------------------- set-up
 
-    def _open_accounts(self, stack: LocalStack) -> list[str]:
+    def _open_accounts(self, stack: HasDatabase) -> list[str]:
         ids = [uuid.uuid4() for _ in range(self.plan.accounts)]
         for account_id in ids:
             query(
@@ -170,7 +175,7 @@ class Rehearsal:
             )
         return [str(i) for i in ids]
 
-    def _total_balance(self, stack: LocalStack) -> int:
+    def _total_balance(self, stack: HasDatabase) -> int:
         return int(
             query(stack.database_url, "SELECT coalesce(sum(balance), 0) AS total FROM accounts")[0]["total"]
         )

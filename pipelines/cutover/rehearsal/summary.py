@@ -49,13 +49,17 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(follow)
     if report.get("faults"):
         faults = Table(title="faults")
-        for column in ("scenario", "requests", "failed (retried)", "outcome"):
+        for column in ("scenario", "seconds", "requests", "failed (retried)", "outcome", "as expected"):
             faults.add_column(column)
         for fault in report["faults"]:
-            outcome = fault.get("release_outcome", "")
-            if "rolled_back_as_expected" in fault:
-                outcome = f"{outcome}, traffic stayed on blue: {'yes' if fault['rolled_back_as_expected'] else 'NO'}"
-            faults.add_row(fault["scenario"], str(fault["requests"]), str(fault["failed_requests"]), outcome)
+            faults.add_row(
+                fault["scenario"],
+                str(fault.get("seconds", "-")),
+                str(fault["requests"]),
+                str(fault["failed_requests"]),
+                _fault_outcome(fault),
+                _mark(bool(fault["as_expected"])) if "as_expected" in fault else "-",
+            )
         console.print(faults)
         console.print(f"acknowledged transfers lost: {report.get('transfers_lost')}")
 
@@ -85,3 +89,14 @@ def _dns_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{retire['failed_requests']} failed",
         ),
     ]
+
+
+def _fault_outcome(fault: dict[str, Any]) -> str:
+    """What happened; the old Envoy-path lines have no `outcome`, only the release's."""
+    if "outcome" in fault:
+        on_call = f" On-call: {fault['on_call']}" if fault.get("on_call") else ""
+        return f"{fault['outcome']}{on_call}"
+    outcome = str(fault.get("release_outcome", ""))
+    if "rolled_back_as_expected" in fault:
+        outcome = f"{outcome}, traffic stayed on blue: {'yes' if fault['rolled_back_as_expected'] else 'NO'}"
+    return outcome
