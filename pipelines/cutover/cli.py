@@ -654,7 +654,7 @@ def rehearse(
     reporter = ConsoleReporter()
     plan = Plan.short(faults, router) if short else Plan(faults=faults, router=router)
     runner = AwsRehearsal if router == "route53" else Rehearsal
-    report = runner(plan, reporter.note, reporter).run()
+    report = runner(plan, reporter.note, reporter, cancel=_scope).run()
     if as_json:
         emit_json(report)
     else:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +122,50 @@ def test_an_unknown_router_is_refused_with_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["cutover: --router must be route53 or envoy (got 'nginx')"]
+
+
+def _processes_using(directory: str) -> list[str]:
+    """Processes whose command line or stdout/stderr name `directory` (ledger's logs, Envoy's
+    config, Postgres' data directory all live in the rehearsal's working directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            names = [(entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")]
+            names += [os.readlink(entry / "fd" / fd) for fd in ("1", "2")]
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if any(directory in name for name in names):
+            found.append(f"{entry.name}: {names[0][:120]}")
+    return found
+
+
+# Inside the machine's operations (the release's deploy, the retire's wait): each ends the
+# operation itself (traffic restored), then the rehearsal must stop too.
+@pytest.mark.parametrize("moment", ["deploying  v2 to green", "waiting until retiring is safe"])
+def test_sigint_mid_rehearsal_ends_the_step_then_tears_everything_down(moment: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cutover", "rehearse", "--short", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    workdir, lines = "", []
+    for line in process.stderr:
+        lines.append(line)
+        found = re.search(r"--env (/\S+)/rehearsal\.json", line)
+        workdir = found.group(1) if found else workdir
+        if moment in line:
+            break
+    assert workdir and _processes_using(workdir), "".join(lines)  # it runs: Postgres, Envoys, ledger
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert json.loads(out)["outcome"] == "cancelled"
+    assert "tearing down" in err and err.strip().splitlines()[-1] == (
+        "cutover: cancelled by SIGINT; nothing was changed"
+    )
+    assert _processes_using(workdir) == []
+    assert not Path(workdir).exists()

@@ -123,10 +123,27 @@ class LocalDeployer:
 
     def stop(self, color: Color, sig: int = signal.SIGTERM) -> None:
         """Signal every process of the color and wait until all have exited (SIGKILL after
-        `stop_timeout`)."""
-        stop_pids(self.pids(color), grace=self.stop_timeout, sig=sig)
+        `stop_timeout`). That includes a process started but not yet recorded (a signal
+        between its start and the state file): it writes to the color's log."""
+        pids = {pid for pid in self.pids(color) if pid > 0} | set(self._unrecorded(color))
+        stop_pids(sorted(pids), grace=self.stop_timeout, sig=sig)
         state = self.state(color)
         self._save(color, state["image"], [])
+
+    def _unrecorded(self, color: Color) -> list[int]:
+        """Live processes whose stdout is one of the color's logs (Linux: /proc)."""
+        logs = {
+            str((self.state_dir / f"{color}-{index}.log").resolve())
+            for index in range(len(self.ports[color]))
+        }
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if os.readlink(entry / "fd" / "1") in logs:
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+        return [pid for pid in found if pid_alive(pid)]
 
     def retire(self, color: Color, progress: Callable[[str], None]) -> None:
         """`cutover retire`: stop the color's processes (each drains) and keep them stopped."""

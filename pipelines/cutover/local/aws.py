@@ -114,7 +114,9 @@ def weighted_records(client: Any, zone_id: str, record_name: str) -> list[dict[s
     return [r for r in answer if r.get("SetIdentifier") and r["Name"].rstrip(".").lower() == name]
 
 
-def edit_weights_in_console(client: Any, zone_id: str, record_name: str, weights: Mapping[Color, int]) -> None:
+def edit_weights_in_console(
+    client: Any, zone_id: str, record_name: str, weights: Mapping[Color, int]
+) -> None:
     """What a human does in the console: the weighted records edited, the generation record
     left alone (so cutover's compare-and-swap must notice)."""
     changes = []
@@ -173,4 +175,3 @@ class LocalAws:
         import boto3
 
         return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, **CREDENTIALS)
-

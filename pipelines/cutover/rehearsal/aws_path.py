@@ -19,7 +19,7 @@ from typing import Any
 from cutover import envconfig
 from cutover.build import build_retire_parts
 from cutover.machine import Gates, ReleaseMachine, Result
-from cutover.model import COLORS, Color
+from cutover.model import COLORS, Color, Traffic
 from cutover.rehearsal.aws_stack import AwsShape, AwsStack
 from cutover.rehearsal.load import LoadGenerator, LoadResult
 from cutover.rehearsal.rehearse import FOREVER, Rehearsal
@@ -85,12 +85,16 @@ class AwsRehearsal(Rehearsal):
                     f"bake {plan.bake:g}s per step"
                 )
                 release = machine.release("v2", plan.strategy, bake=plan.bake)
+                self.stop_if_cancelled()
                 time.sleep(plan.observe)
                 self.say("on-call: cutover rollback")
                 rollback = machine.rollback()
+                self.stop_if_cancelled()
                 retire = self._retire(stack, machine, "green", load)
+                self.stop_if_cancelled()
 
                 faults = self._aws_faults(stack, load, gates) if plan.faults else None
+                self.stop_if_cancelled()
 
                 self.say("stopping the load (operations in flight finish first)")
                 result = load.stop()
@@ -158,7 +162,9 @@ class AwsRehearsal(Rehearsal):
     ) -> dict[str, Any]:
         """How long the old color kept answering after the last weight change."""
         assert stack.router is not None and stack.dns is not None
-        last_at, last = stack.router.changes[-1]
+        last_at, last = (
+            stack.router.changes[-1] if stack.router.changes else (self.started, Traffic.all_on("blue"))
+        )
         old = next((c for c in COLORS if last.weight(c) == 0), "green")
         after = sorted(a.at for a in load.attempts if a.at >= last_at and a.served_by.startswith(f"{old}/"))
         return {

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cutover.cancel import Cancelled, CancelScope
 from cutover.envoy.weights import wait_healthy
 from cutover.local.database import query
 from cutover.local.process import HttpProbe, wait_until
@@ -72,9 +73,15 @@ class Plan:
 
 class Rehearsal:
     def __init__(
-        self, plan: Plan, say: Callable[[str], None], reporter: Reporter, workdir: Path | None = None
+        self,
+        plan: Plan,
+        say: Callable[[str], None],
+        reporter: Reporter,
+        workdir: Path | None = None,
+        cancel: CancelScope | None = None,
     ):
         self.plan = plan
+        self.cancel = cancel  # SIGINT/SIGTERM: the step in flight ends (traffic restored), then teardown
         self.say = say
         self.reporter = reporter
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="cutover-rehearsal-")
@@ -82,6 +89,13 @@ class Rehearsal:
         self.exemptions = Exemptions()
         self.started = time.monotonic()
         self._fault_windows: list[tuple[float, float]] = []
+
+    def stop_if_cancelled(self) -> None:
+        """After each step: a signal that ended it (the machine restores traffic and returns)
+        stops the rehearsal here; the caller's `finally` tears everything down."""
+        if self.cancel is not None and self.cancel.received is not None:
+            self.say("cancelled: tearing down")
+            raise Cancelled(self.cancel.received)
 
     def app_env(self) -> dict[str, str]:
         """ledger's settings in every color (its keep-alive is its own default: 75 s)."""
@@ -128,9 +142,11 @@ class Rehearsal:
                 f"release green v2, canary {','.join(map(str, plan.strategy))}, bake {plan.bake:g}s per step"
             )
             release = machine.release("v2", plan.strategy, bake=plan.bake)
+            self.stop_if_cancelled()
             time.sleep(plan.observe)
             self.say("on-call: cutover rollback")
             rollback = machine.rollback()
+            self.stop_if_cancelled()
             time.sleep(plan.observe)
             self.say("stopping the idle color (green) gracefully")
             assert stack.deployer is not None
@@ -364,7 +380,7 @@ class Rehearsal:
         follow = []
         previous = Traffic.all_on("blue")
         answered = sorted((a.at, a.served_by.split("/")[0]) for a in load.attempts if a.served_by)
-        ends = [at for at, _ in changes[1:]] + [FOREVER]
+        ends = [at for at, _ in changes[1:]] + [FOREVER] * bool(changes)
         for (at, traffic), until in zip(changes, ends, strict=True):
             entry: dict[str, Any] = {"to": {"blue": traffic.blue, "green": traffic.green}}
             for color in COLORS:
