@@ -260,6 +260,12 @@ def build_retire_parts(config: EnvConfig, settle: float | None) -> tuple[Traffic
     if spec["type"] == "envoy-access-log":
         base = config.path.parent
         paths = {color: base / Path(spec["paths"][color]) for color in COLORS}
+        for color, log in paths.items():
+            if log.is_dir():
+                raise BadInput(
+                    f"{config.path}: `traffic_meter.paths.{color}` is a directory ({log}): name {color}'s "
+                    "access log file"
+                )
         meter = AccessLogMeter(
             paths,
             time_field=spec.get("time_field", DEFAULT_TIME_FIELD),

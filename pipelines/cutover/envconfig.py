@@ -111,15 +111,23 @@ def _check_keys(
             or isinstance(item, bool)
             or (isinstance(item, str) and not item.strip())
         ):
-            wanted = " or ".join("a number" if t in (int, float) else f"a {t.__name__}" for t in types)
-            raise BadInput(f"{path}: `{where}.{key}` must be {wanted} (got {item!r})")
-        if types == _NUM and isinstance(item, int | float) and item <= 0:
-            raise BadInput(f"{path}: `{where}.{key}` must be more than 0 (got {item!r})")
+            names = dict.fromkeys("a number" if t in (int, float) else f"a {t.__name__}" for t in types)
+            raise BadInput(f"{path}: `{where}.{key}` must be {' or '.join(names)} (got {item!r})")
+        if types == _NUM and isinstance(item, int | float) and not (_finite(item) and item > 0):
+            raise BadInput(f"{path}: `{where}.{key}` must be more than 0, a finite number (got {item!r:.40})")
     unknown = sorted(set(value) - set(keys) - {"type"})
     if unknown:
         raise BadInput(
             f"{path}: `{where}.{unknown[0]}` is not a known key (known: {', '.join(sorted(keys))}): fix or remove it"
         )
+
+
+def _finite(number: float) -> bool:
+    """A number a float can hold (an integer too large for one is not)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -136,6 +144,11 @@ def _check_contents(path: Path, sections: dict[str, dict[str, Any]], aws: dict[s
                 raise BadInput(
                     f"{path}: `router.set_identifiers.{color}` must be the record's set identifier"
                 )
+    if router.get("answer_ttl_seconds", 0) > MAX_RETIRE_SECONDS:
+        raise BadInput(
+            f"{path}: `router.answer_ttl_seconds` must be at most {MAX_RETIRE_SECONDS} seconds (a day; "
+            f"an ALB alias target's is 60) (got {router['answer_ttl_seconds']:g})"
+        )
     deployer = sections["deployer"]
     if deployer["type"] == "local":
         for color in COLORS:
@@ -184,12 +197,26 @@ def _check_analysis(path: Path, analysis: dict[str, Any]) -> None:
             )
 
 
+MAX_RETIRE_SECONDS = 86_400  # the longest TTL, meter lag or settling window `cutover retire` takes
+
+
 def _check_meter(path: Path, meter: Any, colors: dict[str, Any]) -> None:
     """`traffic_meter`: what `cutover retire` reads to know a color gets no more requests."""
     if not isinstance(meter, dict) or meter.get("type") not in METER_KEYS:
         raise BadInput(f"{path}: `traffic_meter.type` must be one of {', '.join(METER_KEYS)}")
     _check_keys(path, "traffic_meter", meter, METER_KEYS[meter["type"]])
+    for key in ("lag_seconds", "settle_seconds"):
+        if meter.get(key, 0) > MAX_RETIRE_SECONDS:
+            raise BadInput(
+                f"{path}: `traffic_meter.{key}` must be at most {MAX_RETIRE_SECONDS} seconds (a day) "
+                f"(got {meter[key]:g})"
+            )
     if meter["type"] == "envoy-access-log":
+        unknown = sorted(set(meter["paths"]) - set(COLORS))
+        if unknown:
+            raise BadInput(
+                f"{path}: `traffic_meter.paths.{unknown[0]}` is not a color (blue, green): remove it"
+            )
         for color in COLORS:
             log = meter["paths"].get(color)
             if not isinstance(log, str) or not log.strip():

@@ -266,14 +266,31 @@ def weight_zero_since(color: Color, records: list[Record]) -> float | None:
         if record.from_traffic is None:
             continue  # never read the traffic: tells nothing
         after = record.to_traffic
-        had_weight = record.from_traffic.weight(color) > 0 or (after is not None and after.weight(color) > 0)
-        if not had_weight:
+        if not _may_have_had_weight(color, record):
             seen_zero_at = record.started_at
             continue
         if after is not None and after.weight(color) == 0 and record.finished_at is not None:
             return record.finished_at
         return seen_zero_at
     return seen_zero_at
+
+
+def _may_have_had_weight(color: Color, record: Record) -> bool:
+    """Whether `color` may have had weight during `record`: before, after, at any step it took
+    (a release or shift that failed or was cancelled ends where it started, but the color had
+    weight in between), or, for an operation moving traffic to it, at a moment no step shows
+    (a change whose outcome was unknown, a process that died)."""
+    seen = [t.weight(color) for t in (record.from_traffic, record.to_traffic) if t is not None]
+    for step in record.details.get("steps") or []:
+        to = step.get("to") if isinstance(step, dict) else None
+        if isinstance(to, dict) and isinstance(to.get(color), int | float):
+            seen.append(to[color])
+    moving_here = (
+        record.to_color == color
+        and record.operation in ("release", "shift", "rollback")
+        and record.outcome not in (State.REFUSED.value, State.LOCKED.value)
+    )
+    return moving_here or any(weight > 0 for weight in seen)
 
 
 def _hms(epoch: float) -> str:
@@ -697,10 +714,10 @@ class ReleaseMachine:
                     self.reporter.note(verdict.reason)
                 self.cancel.check()
                 self.clock.sleep(pause_for)
+            if self._state == S.SETTLING:  # a signal held by this transition is raised in the try
+                self._enter(S.LOCKING, "safe now: retiring under the lock")
         except BaseException as failure:
             return self._retire_not_started(failure, chosen, verdict, started)
-        if self._state == S.SETTLING:
-            self._enter(S.LOCKING, "safe now: retiring under the lock")
         checked: dict[str, RetireVerdict] = {}
 
         def run(record: Record, before: Traffic) -> Traffic:
@@ -729,19 +746,26 @@ class ReleaseMachine:
                 )
             self._enter(S.RETIRING, f"stopping {chosen}: {again.reason}")
             self.lock.ensure_held(fresh=True)  # fenced, as a weight change is
-            # Once stopping starts it finishes (a color half stopped helps no one), and its
-            # release state says so: a signal now is reported, it does not interrupt.
+
+            def progress(line: str) -> None:
+                with contextlib.suppress(LockLost):  # a stop that prints is making progress
+                    self.lock.ensure_held()
+                self.reporter.note(line)
+
+            # Once stopping starts it finishes (a color half stopped helps no one): a signal
+            # now is reported, it does not interrupt. Its release state says it runs nothing
+            # before the first instance stops (fenced), so no rollback, not even one that
+            # broke the lock meanwhile or follows a failed stop, can choose it.
             with self.cancel.shielded(raise_held=False):
+                self._save_state(lambda st: _retired(st, chosen, record.id, self.actor, self._wall()))
                 try:
-                    self.deployer.retire(chosen, self.reporter.note)
+                    self.deployer.retire(chosen, progress)
                 except Exception as exc:
                     raise StepFailed(
-                        f"stopping {chosen} failed: {exc}; some of its instances may be stopped "
-                        f"(traffic was not touched: {chosen} has weight 0)"
+                        f"stopping {chosen} failed: {exc}; some of its instances may be stopped, so "
+                        f"`cutover rollback` will not choose it (traffic was not touched: {chosen} has "
+                        f"weight 0); run `cutover retire` again to stop the rest"
                     ) from exc
-                self._save_state(
-                    lambda st: _retired(st, chosen, record.id, self.actor, self._wall()), critical=False
-                )
             return before
 
         result = self._operate("retire", run)

@@ -12,9 +12,12 @@ JSON object; the request's arrival time is in the field `time_field` (default
 Blank lines, lines that are not JSON objects and lines without a readable time (a line
 still being written, garbage) are skipped; but a log whose lines all lack a readable time
 is an error (a wrong `time_field` must not look like silence). A missing or unreadable
-file is an error too. An empty file means no request yet. The whole file is read (the
-current file only: rotated files are not). Envoy flushes file access logs every 10 s by
-default (bootstrap `file_flush_interval`), hence the default lag.
+file is an error too. An empty file means no request yet. The whole
+file is read (the current file only: rotated files are not); one meter remembers across
+its looks (`retire --wait`) the newest request it saw, and a log rotated or truncated
+between two looks counts a request at the rotation (those written just before it are
+gone). Envoy flushes file access logs every 10 s by default (bootstrap
+`file_flush_interval`), hence the default lag.
 
 `CloudWatchMeter` (`traffic_meter.type: cloudwatch`) reads the `RequestCount` Sum of the
 color's ALB target group (namespace `AWS/ApplicationELB`, dimensions `LoadBalancer` and
@@ -28,8 +31,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,7 +53,10 @@ def parse_time(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer too large for a float: garbage
+            return None
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
     if not isinstance(value, str) or not value.strip():
         return None
@@ -105,6 +113,7 @@ class AccessLogMeter:
         self.paths = {color: Path(paths[color]) for color in COLORS}
         self.time_field = time_field
         self._lag = float(lag_seconds)
+        self._seen: dict[Color, _Seen] = {}  # per color: the file and its newest request at the last look
 
     @property
     def lag_seconds(self) -> float:
@@ -114,6 +123,7 @@ class AccessLogMeter:
         path = self.paths[color]
         try:
             with path.open(encoding="utf-8", errors="replace") as log:
+                stat = os.fstat(log.fileno())
                 newest, timed, untimed = newest_request(log, self.time_field)
         except OSError as exc:
             raise MeterError(f"cannot read {color}'s access log {path}: {exc}") from exc
@@ -122,7 +132,25 @@ class AccessLogMeter:
                 f"none of the {untimed} lines of {color}'s access log {path} has a readable "
                 f"`{self.time_field}` (RFC 3339 or epoch seconds): check traffic_meter.time_field"
             )
+        before = self._seen.get(color)
+        if before is not None:
+            if (stat.st_dev, stat.st_ino) != before.file or stat.st_size < before.size:
+                # rotated or truncated since the last look: requests written after that look
+                # and before the rotation are gone, the file's change time bounds them
+                newest = max(newest or 0.0, stat.st_mtime)
+            if before.newest is not None:
+                newest = max(newest or 0.0, before.newest)  # a request seen once stays seen
+        self._seen[color] = _Seen((stat.st_dev, stat.st_ino), stat.st_size, newest)
         return newest if newest is not None and newest >= since else None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """An access log at one look: which file, its size, the newest request seen so far."""
+
+    file: tuple[int, int]
+    size: int
+    newest: float | None
 
 
 class CloudWatchMeter:
@@ -186,8 +214,11 @@ class CloudWatchMeter:
             except (ClientError, BotoCoreError) as exc:
                 raise MeterError(f"CloudWatch {REQUESTS} of {color}: {exc}") from exc
             for result in answer.get("MetricDataResults", []):
-                if result.get("StatusCode") == "InternalError":
-                    raise MeterError(f"CloudWatch {REQUESTS} of {color}: {result.get('Messages')}")
+                status = result.get("StatusCode", "Complete")
+                if status not in ("Complete", "PartialData"):  # InternalError, Forbidden: cannot tell
+                    raise MeterError(
+                        f"CloudWatch {REQUESTS} of {color}: {status} {result.get('Messages') or ''}".rstrip()
+                    )
                 for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
                     if float(value) > 0:
                         moment = stamp.timestamp() if isinstance(stamp, datetime) else float(stamp)

@@ -10,7 +10,10 @@ CLOUD-FACTS (Route53) it models:
   fails, the server keeps answering from the last records it read.
 
 Other names in the zone get NXDOMAIN (the apex: no data), names outside it REFUSED; both
-negative answers carry the zone's SOA, as Route53's do, for negative caching.
+negative answers carry the zone's SOA, as Route53's do, for negative caching. A query with
+no question, several, or a name no packet can carry gets FORMERR; garbage gets no answer
+(logged at debug, never a traceback on stderr); a TCP client that stalls is dropped after
+TCP_IDLE_SECONDS.
 """
 
 from __future__ import annotations
@@ -18,20 +21,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dnslib import QTYPE, RCODE, RR, SOA, A, DNSRecord
-from dnslib.server import DNSLogger, DNSServer
+from dnslib import QTYPE, RCODE, RR, SOA, A, DNSBuffer, DNSHeader, DNSRecord
+from dnslib.server import DNSHandler, DNSLogger, DNSServer, TCPServer, UDPServer
 
 __all__ = ["Answer", "WeightedDnsServer"]
 
 HOST = "127.0.0.1"
 MAX_WEIGHT = 255
 POLL = 0.1  # seconds between the socket servers' shutdown checks: stop() takes about this long
+TCP_IDLE_SECONDS = 5.0  # a TCP client that sends nothing for this long is disconnected
 # Route53's SOA for a new hosted zone: refresh, retry, expire, minimum (negative-caching TTL)
 # and the record's own TTL.
 SOA_TIMES = (7200, 900, 1209600, 86400)
@@ -92,6 +97,27 @@ class _Quiet(DNSLogger):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__(log="-request,-reply,-truncated", prefix=False, logf=_log.debug)
+
+
+class _Handler(DNSHandler):  # type: ignore[misc]
+    """dnslib's handler, with a deadline on each TCP read: a client that stalls mid-query
+    (or sends a length it never fills) is dropped instead of holding a thread for ever."""
+
+    def setup(self) -> None:
+        if self.server.socket_type == socket.SOCK_STREAM:
+            self.request.settimeout(TCP_IDLE_SECONDS)
+
+
+class _QuietUDP(UDPServer):  # type: ignore[misc]
+    """socketserver prints a failed request's traceback to stderr: a debug line instead."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _log.debug("DNS request from %s failed", client_address, exc_info=True)
+
+
+class _QuietTCP(TCPServer):  # type: ignore[misc]
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _log.debug("DNS request from %s failed", client_address, exc_info=True)
 
 
 class _Resolver:
@@ -202,10 +228,14 @@ class WeightedDnsServer:
         """UDP and TCP on one port; with port 0, retry when the OS's UDP pick is taken for TCP."""
         resolver, logger = _Resolver(self._reply), _Quiet()
         for _ in range(20):
-            udp = DNSServer(resolver, address=HOST, port=self.port, tcp=False, logger=logger)
+            udp = DNSServer(
+                resolver, address=HOST, port=self.port, logger=logger, handler=_Handler, server=_QuietUDP
+            )
             port = int(udp.server.server_address[1])
             try:
-                tcp = DNSServer(resolver, address=HOST, port=port, tcp=True, logger=logger)
+                tcp = DNSServer(
+                    resolver, address=HOST, port=port, logger=logger, handler=_Handler, server=_QuietTCP
+                )
             except OSError:
                 udp.server.server_close()
                 if self.port:
@@ -219,6 +249,10 @@ class WeightedDnsServer:
             self.refresh()
 
     def _reply(self, request: DNSRecord) -> DNSRecord:
+        if len(request.questions) != 1 or not _encodable(request.q.qname):
+            # no question, several, or a name no answer can carry (a label over 63 bytes, a
+            # name over 255): FORMERR without a question section, as servers answer it
+            return DNSRecord(DNSHeader(id=request.header.id, qr=1, aa=1, ra=0, rcode=RCODE.FORMERR))
         reply = request.reply(ra=0, aa=1)
         qname, qtype = _normalise(str(request.q.qname)), request.q.qtype
         if qname == self.name:
@@ -259,3 +293,12 @@ class WeightedDnsServer:
             reply.add_answer(soa)
         else:
             reply.add_auth(soa)
+
+
+def _encodable(name: Any) -> bool:
+    """Whether `name` can be written into a packet (labels of 63 bytes at most, 255 in all)."""
+    try:
+        DNSBuffer().encode_name(name)
+    except Exception:
+        return False
+    return True
