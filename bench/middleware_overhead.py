@@ -1,4 +1,9 @@
-"""/health/live through ledger's full middleware stack vs a bare ASGI app, same server."""
+"""/health/live through ledger (its HTTP protocol and middleware) vs a bare ASGI app.
+
+Both run on the same server stack (uvicorn, uvloop, httptools); the bare app on uvicorn's
+stock HTTP protocol, so what ledger's own protocol costs per request (limits, refusals,
+drain bookkeeping) counts as ledger's overhead, as much as its middleware does.
+"""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from uvicorn._types import ASGISendEvent
+from uvicorn._types import ASGISendEvent, HTTPResponseBodyEvent
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -144,9 +144,23 @@ _checked_lines: dict[tuple[bytes, bytes], bytes] = {}
 
 class _Cycle(RequestResponseCycle):
     """uvicorn's request/response cycle, writing a response head with the header lines it
-    checked before reused (the same checks as uvicorn's for every other header)."""
+    checked before reused (the same checks as uvicorn's for every other header).
+
+    The head waits for the first body message and goes out in the same write (ASGI: the
+    server must not start sending the response before a body event), so a small response
+    costs one send, not two: the bulk of a probe's cost was these system calls.
+    """
+
+    _head: bytes | None = None  # a response head built but not written yet
 
     async def send(self, message: ASGISendEvent) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if message["type"] == "http.response.body" and self._send_with_head(head, message):
+                return
+            if not self.disconnected:
+                self.transport.write(head)
         if (
             message["type"] != "http.response.start"
             or self.response_started
@@ -191,7 +205,33 @@ class _Cycle(RequestResponseCycle):
             self.chunked_encoding = True
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
-        self.transport.write(b"".join(content))
+        self._head = b"".join(content)
+
+    def _send_with_head(self, head: bytes, message: HTTPResponseBodyEvent) -> bool:
+        """Write the pending head with this body message, as uvicorn writes a body with a
+        Content-Length; False (nothing written) for any other case, left to uvicorn."""
+        if (
+            self.chunked_encoding is not False
+            or self.scope["method"] == "HEAD"
+            or self.disconnected
+            or self.flow.write_paused
+        ):
+            return False
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        if len(body) > self.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        self.expected_content_length -= len(body)
+        self.transport.write(head + body)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+        return True
 
 
 class LedgerHttpProtocol(HttpToolsProtocol):

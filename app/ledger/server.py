@@ -4,9 +4,10 @@ On the first SIGTERM (or SIGINT):
   1. readiness answers 503 at once, so load balancers take this pod out of rotation;
   2. for DRAIN_SECONDS the process keeps serving new and in-flight requests, answering
      with `connection: close` so keep-alive clients reconnect elsewhere;
-  3. the listener closes (after accepting what the kernel had queued) and in-flight
-     requests get up to SHUTDOWN_TIMEOUT_SECONDS; a connection with no request under way
-     is answered 503 with `connection: close` (nothing read, safe to retry elsewhere);
+  3. the listener closes (after refusing new handshakes and accepting what the kernel had
+     queued: the close resets no connection) and in-flight requests get up to
+     SHUTDOWN_TIMEOUT_SECONDS; a connection with no request under way is answered 503
+     with `connection: close` (nothing read, safe to retry elsewhere);
   4. the pool closes and the process exits 0.
 A second SIGTERM or SIGINT exits at once (code 128 + signal number).
 """
@@ -30,6 +31,7 @@ import uvicorn
 from ledger.app import create_app
 from ledger.config import Settings
 from ledger.http_protocol import Connections, HttpLimits, protocol_class
+from ledger.listener import refuse_new_handshakes
 from ledger.runtime import Runtime
 from ledger.ws_protocol import LedgerWebSocketProtocol
 
@@ -37,6 +39,9 @@ log = logging.getLogger("ledger.server")
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _FD_RESERVE = 128  # descriptors beyond HTTP and websocket clients: pool, feed, peers, logs
+# After new connection attempts are dropped: for the handshakes already under way (a round
+# trip) to complete and be accepted before the listener closes.
+_HANDSHAKE_GRACE_SECONDS = 0.05
 
 
 class DrainingServer(uvicorn.Server):
@@ -59,13 +64,21 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Accept what the kernel already queued, then close the listener as uvicorn does.
+        """Stop new handshakes, accept what the kernel already queued, then close the
+        listener as uvicorn does.
 
         Connections waiting in the accept queue would be reset when the listener closes,
-        dropping requests their clients already sent. A few loop ticks accept them, and
-        they are answered or refused (503, `connection: close`) like every open connection.
+        dropping requests their clients already sent. New connection attempts are dropped
+        first (see `ledger.listener`), so none can join the queue after the last accept;
+        the handshakes under way complete within `_HANDSHAKE_GRACE_SECONDS` and are
+        accepted, then answered or refused (503, `connection: close`) like every open
+        connection.
         """
-        for _ in range(3):
+        for server in self.servers:
+            for listening in server.sockets:
+                refuse_new_handshakes(listening)
+        await asyncio.sleep(_HANDSHAKE_GRACE_SECONDS)
+        for _ in range(3):  # connections accepted in the last poll: their connection_made runs
             await asyncio.sleep(0)
         await super().shutdown(sockets)
 

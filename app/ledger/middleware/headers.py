@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.entropy import random_bytes
 
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -45,7 +46,7 @@ class ResponseHeadersMiddleware:
 
     def request_id(self, scope: Scope) -> bytes:
         """This request's id (the incoming one when sane, else new), kept in scope state."""
-        request_id = _incoming_request_id(scope) or os.urandom(16).hex().encode()  # a uuid4's entropy
+        request_id = _incoming_request_id(scope) or random_bytes(16).hex().encode()  # a uuid4's entropy
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         return request_id
 

@@ -18,12 +18,13 @@ in a background task started at start-up), so there is nothing to propagate down
 
 from __future__ import annotations
 
-import os
 import re
 from contextvars import ContextVar
 from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ledger.entropy import random_bytes
 
 MAX_TRACESTATE_MEMBERS = 32
 MAX_TRACESTATE_CHARS = 512
@@ -138,7 +139,7 @@ def trace_headers(scope: Scope) -> tuple[list[str], list[str]]:
 
 def start_trace(scope: Scope) -> tuple[TraceContext, list[tuple[bytes, bytes]]]:
     """This request's trace context (kept in scope state) and the response headers it gives."""
-    trace = trace_context(*trace_headers(scope), os.urandom(24))
+    trace = trace_context(*trace_headers(scope), random_bytes(24))
     scope.setdefault("state", {})["trace"] = trace
     headers = [(b"traceparent", trace.traceparent().encode())]
     if trace.tracestate:
