@@ -548,3 +548,15 @@ def test_after_retire_no_rollback_goes_to_the_stopped_color(env: Env, tmp_path: 
         rollback = cutover(env, "rollback", *force, "--json")
         assert rollback.returncode == 2, rollback.stderr
         assert env.weights() == {"blue": 100, "green": 0}
+
+
+def test_a_log_rotated_before_the_first_look_still_counts_its_last_change(tmp_path: Path) -> None:
+    """A request written, then the log truncated (logrotate's copytruncate) before retire ever
+    looked: the empty file must not read as "no request since long ago"."""
+    green = tmp_path / "green.log"
+    green.write_text(json.dumps({"start_time": time.time()}) + "\n")
+    green.write_text("")  # rotated: the request's line is gone
+    (tmp_path / "blue.log").write_text("")
+    meter = AccessLogMeter({"blue": tmp_path / "blue.log", "green": green}, lag_seconds=0)
+    seen = meter.last_request_at("green", 0)
+    assert seen is not None and seen >= time.time() - 5

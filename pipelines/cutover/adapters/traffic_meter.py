@@ -133,6 +133,10 @@ class AccessLogMeter:
                 f"`{self.time_field}` (RFC 3339 or epoch seconds): check traffic_meter.time_field"
             )
         before = self._seen.get(color)
+        if before is None and timed == 0:
+            # Nothing in it at the first look: a fresh log, or one just rotated or truncated
+            # (its requests gone with the old file). Its last change bounds them either way.
+            newest = stat.st_mtime
         if before is not None:
             if (stat.st_dev, stat.st_ino) != before.file or stat.st_size < before.size:
                 # rotated or truncated since the last look: requests written after that look
