@@ -45,7 +45,7 @@ from cutover.local.database import migrate_database, query
 from cutover.machine import Gates, ReleaseMachine, Reporter, Result, State
 from cutover.model import COLORS, Color, Traffic
 from cutover.rehearsal.aws_stack import BROKEN_IMAGE, AwsStack
-from cutover.rehearsal.load import Attempt, LoadGenerator
+from cutover.rehearsal.load import LoadGenerator
 from cutover.rehearsal.rehearse import FOREVER
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class _Faults:
             "as_expected": bool(as_expected) and not baseline,
             **extra,
             "baseline_after": baseline or "ok",
-            **({"failed_examples": [_example(a, start) for a in failed[:5]]} if failed else {}),
+            **({"failed_examples": [a.describe(start) for a in failed[:5]]} if failed else {}),
         }
 
     def baseline(self) -> list[str]:
@@ -791,16 +791,6 @@ def alb_arns(color: Color) -> tuple[str, str]:
     prefix = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT_ID}"
     ident = "0123456789abcdef" if color == "blue" else "fedcba9876543210"
     return f"{prefix}:loadbalancer/app/ledger-{color}/{ident}", f"{prefix}:targetgroup/ledger-{color}/{ident}"
-
-
-def _example(attempt: Attempt, start: float) -> dict[str, Any]:
-    return {
-        "at_s": round(attempt.at - start, 3),
-        "operation": attempt.operation,
-        "status": attempt.status,
-        "served_by": attempt.served_by,
-        "address": attempt.address,
-    }
 
 
 # ------------------------------------------------------------------ processes

@@ -110,17 +110,7 @@ class AwsRehearsal(Rehearsal):
                     and all(f["as_expected"] for f in faults or [])
                 )
             finally:
-                if load is not None:
-                    load.stop(timeout=10)
-                for monitor in monitors:
-                    monitor.stop()
-                self.say("tearing down: colors (SIGTERM), ALBs, DNS, moto, Postgres")
-                left = stack.stop_all()
-                report["processes_left"] = len(left)
-                report["seconds"] = round(time.monotonic() - self.started, 1)
-                report["passed"] = bool(report.get("checks_passed")) and not left
-                if self._tmp is not None:
-                    self._tmp.cleanup()
+                self.tear_down(report, stack, load, monitors, "colors (SIGTERM), ALBs, DNS, moto, Postgres")
         return report
 
     def gates(self) -> Gates:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -31,6 +32,18 @@ class Attempt:
     operation: str  # "read" | "transfer"
     key: str = ""
     address: str = ""  # the balancer's address the client's DNS answer sent it to ("" without DNS)
+    error: str = ""  # why there was no answer (the exception), for the report
+
+    def describe(self, start: float) -> dict[str, Any]:
+        """For a report: what happened, `at_s` seconds after `start`."""
+        return {
+            "at_s": round(self.at - start, 3),
+            "operation": self.operation,
+            "status": self.status,
+            "served_by": self.served_by,
+            "address": self.address,
+            **({"error": self.error} if self.error else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -175,9 +188,10 @@ class LoadGenerator:
                 address = ""
                 url, address = await self._where(session.resolver, path, headers)
                 answer = await session.http.request(method, url, json=body, headers=headers)
-            except (httpx.HTTPError, ResolveError):
+            except (httpx.HTTPError, ResolveError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:200]
                 self.result.attempts.append(
-                    Attempt(time.monotonic(), session.number, "", None, operation, key, address)
+                    Attempt(time.monotonic(), session.number, "", None, operation, key, address, error)
                 )
             else:
                 served_by = answer.headers.get("x-served-by", "")

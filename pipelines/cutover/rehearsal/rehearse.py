@@ -38,6 +38,10 @@ class HasDatabase(Protocol):
     def database_url(self) -> str: ...
 
 
+class Stoppable(Protocol):
+    def stop_all(self) -> list[int]: ...
+
+
 @dataclass(frozen=True)
 class Plan:
     pods: int = 3
@@ -112,7 +116,7 @@ class Rehearsal:
         stack = LocalStack(self.workdir, plan.pods, self.app_env())
         report: dict[str, Any] = {}
         load: LoadGenerator | None = None
-        monitor: EnvoyHealthMonitor | None = None
+        monitors: list[EnvoyHealthMonitor] = []
         try:
             self.say("starting Postgres (pgserver) and migrating")
             stack.start_database()
@@ -124,8 +128,8 @@ class Rehearsal:
             self.say(f"`cutover status --env {env_file}` shows the live state")
             # Green has no weight until the release gives it some.
             self.exemptions.colors["green"].append((self.started, FOREVER))
-            monitor = EnvoyHealthMonitor(stack.layout.admin_url, stack.instance_by_port(), self.exemptions)
-            monitor.start()
+            monitors = [EnvoyHealthMonitor(stack.layout.admin_url, stack.instance_by_port(), self.exemptions)]
+            monitors[0].start()
             load = LoadGenerator(
                 stack.layout.url, accounts, clients=plan.clients, session_length=plan.session_length
             )
@@ -161,22 +165,33 @@ class Rehearsal:
             self.say("stopping the load (operations in flight finish first)")
             result = load.stop()
             load = None
-            monitor.stop()
-            monitor = None
+            monitors.pop().stop()
             report = self._report(stack, result, balance_before, release, rollback, faults)
         finally:
-            if load is not None:
-                load.stop(timeout=10)
-            if monitor is not None:
-                monitor.stop()
-            self.say("tearing down: colors (SIGTERM), Envoy, Postgres")
-            left = stack.stop_all()
-            report["processes_left"] = len(left)
-            report["seconds"] = round(time.monotonic() - self.started, 1)
-            report["passed"] = bool(report.get("checks_passed")) and not left
-            if self._tmp is not None:
-                self._tmp.cleanup()
+            self.tear_down(report, stack, load, monitors, "colors (SIGTERM), Envoy, Postgres")
         return report
+
+    def tear_down(
+        self,
+        report: dict[str, Any],
+        stack: Stoppable,
+        load: LoadGenerator | None,
+        monitors: list[EnvoyHealthMonitor],
+        parts: str,
+    ) -> None:
+        """Whatever happened: stop the load and the monitors, then every process (the report
+        says how many outlived it), and decide `passed`."""
+        if load is not None:
+            load.stop(timeout=10)
+        for monitor in monitors:
+            monitor.stop()
+        self.say(f"tearing down: {parts}")
+        left = stack.stop_all()
+        report["processes_left"] = len(left)
+        report["seconds"] = round(time.monotonic() - self.started, 1)
+        report["passed"] = bool(report.get("checks_passed")) and not left
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     # -------------------------------------------------------------- set-up
 
@@ -357,6 +372,8 @@ class Rehearsal:
             )
         if violations:
             report["sticky_violation_examples"] = [v.__dict__ for v in violations[:5]]
+        if failed:
+            report["failed_examples"] = [a.describe(self.started) for a in failed[:5]]
         report["checks_passed"] = all(checks)
         return report
 
