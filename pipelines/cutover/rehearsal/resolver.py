@@ -54,14 +54,16 @@ class CachingResolver:
         *,
         hold_factor: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
-        timeout: float = 1.0,
+        timeout: float = 2.0,
+        attempts: int = 3,
     ) -> None:
         if hold_factor < 0:
             raise ValueError(f"hold_factor must be 0 or more, not {hold_factor}")
         self.server = server
         self.name = name.rstrip(".") + "."
         self.hold_factor = hold_factor
-        self.timeout = timeout
+        self.timeout = timeout  # per query; a query without an answer is sent again,
+        self.attempts = attempts  # up to this many times, as a stub resolver does (resolv.conf)
         self.lookups = 0
         self._clock = clock
         self._cache: Resolved | None = None
@@ -80,11 +82,19 @@ class CachingResolver:
             cached = self._valid()  # another thread may have looked it up meanwhile
             if cached is not None:
                 return cached
-            query = self._query()
-            try:
-                return self._store(query, self._exchange(query))
-            except _LookupFailed as failure:
-                return self._failed(str(failure))
+            failure = _LookupFailed("no attempt")
+            for _ in range(self.attempts):
+                query = self._query()
+                try:
+                    reply = self._exchange(query)
+                except _LookupFailed as lost:
+                    failure = lost
+                    continue
+                try:
+                    return self._store(query, reply)
+                except _LookupFailed as refused:  # an answer, if not a usable one: final
+                    return self._failed(str(refused))
+            return self._failed(str(failure))
 
     async def resolve_async(self) -> Resolved:
         """As resolve, without blocking the event loop; concurrent callers share one lookup."""
@@ -95,11 +105,19 @@ class CachingResolver:
             cached = self._valid()
             if cached is not None:
                 return cached
-            query = self._query()
-            try:
-                return self._store(query, await self._exchange_async(query))
-            except _LookupFailed as failure:
-                return self._failed(str(failure))
+            failure = _LookupFailed("no attempt")
+            for _ in range(self.attempts):
+                query = self._query()
+                try:
+                    reply = await self._exchange_async(query)
+                except _LookupFailed as lost:
+                    failure = lost
+                    continue
+                try:
+                    return self._store(query, reply)
+                except _LookupFailed as refused:  # an answer, if not a usable one: final
+                    return self._failed(str(refused))
+            return self._failed(str(failure))
 
     def _valid(self) -> Resolved | None:
         with self._state:
