@@ -25,8 +25,10 @@ $(CHECKOV):
 demo: $(STAMP)
 	$(BIN)/cutover rehearse
 
+# Two workers (2 cores; many tests wait on processes, sockets and clocks): a file's tests
+# stay together in one worker, so module fixtures (a rehearsal run) are built once.
 test: $(STAMP) $(CHECKOV) prometheus
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # A real Prometheus for the canary-analysis tests (Debian's package; root, as in CI).
 prometheus:
