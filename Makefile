@@ -25,10 +25,12 @@ $(CHECKOV):
 demo: $(STAMP)
 	$(BIN)/cutover rehearse
 
-# Two workers (2 cores; many tests wait on processes, sockets and clocks): a file's tests
-# stay together in one worker, so module fixtures (a rehearsal run) are built once.
+# Two workers for everything but the end-to-end rehearsals (2 cores; most tests wait on
+# processes, sockets and clocks; a file's tests stay in one worker), then the rehearsals
+# alone: a rehearsal under load beside other tests starves (failed requests, timeouts).
 test: $(STAMP) $(CHECKOV) prometheus
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=tests/e2e
+	$(BIN)/python -m pytest tests/e2e
 
 # A real Prometheus for the canary-analysis tests (Debian's package; root, as in CI).
 prometheus:
