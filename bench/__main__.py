@@ -13,6 +13,10 @@ from cutover.local.postgres import EmbeddedPostgres
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
+def _rounds(ratios: tuple[float, ...]) -> str:
+    return " ".join(f"{r:.2f}" for r in ratios)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedPostgres(Path(tmp) / "pg") as postgres:
         url = postgres.create_database("bench")
@@ -23,14 +27,14 @@ def main() -> None:
         overhead = middleware_overhead.run(url)
         print(
             f"    ledger {overhead.ledger_rps:,.0f} req/s, bare {overhead.bare_rps:,.0f} req/s, "
-            f"ratio {overhead.ratio:.2f}x (target >= 0.5x)",
+            f"ratio {overhead.ratio:.2f}x (target >= 0.5x; rounds {_rounds(overhead.round_ratios)})",
             flush=True,
         )
         print("2/5 POST /transfers vs pgbench, same transaction, same Postgres (16 clients) ...", flush=True)
         transfers = transfers_vs_pgbench.run(url)
         print(
             f"    ledger {transfers.ledger_tps:,.0f} transfers/s, pgbench {transfers.pgbench_tps:,.0f} tps, "
-            f"ratio {transfers.ratio:.2f}x",
+            f"ratio {transfers.ratio:.2f}x (target >= 0.5x; rounds {_rounds(transfers.round_ratios)})",
             flush=True,
         )
         print("3/5 rate limiter on a cheap route (GET /cluster): on vs off ...", flush=True)
@@ -66,6 +70,7 @@ def main() -> None:
                     "ratio": round(overhead.ratio, 3),
                     "ledger_rps": overhead.ledger_rps,
                     "bare_rps": overhead.bare_rps,
+                    "round_ratios": [round(r, 3) for r in overhead.round_ratios],
                 },
                 "rate_limiter_on_vs_off": {
                     "ratio": round(limiter.ratio, 3),
@@ -87,6 +92,7 @@ def main() -> None:
                     "ratio": round(transfers.ratio, 3),
                     "ledger_tps": transfers.ledger_tps,
                     "pgbench_tps": transfers.pgbench_tps,
+                    "round_ratios": [round(r, 3) for r in transfers.round_ratios],
                 },
             },
             indent=2,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.harness import BenchError, Server, wrk
+from bench.harness import BenchError, Server, median, wrk
 from cutover.local.postgres import postgres_bin
 
 ACCOUNTS = 1000
@@ -54,14 +54,18 @@ end
 """
 
 
+ROUNDS = 3  # interleaved pairs (pgbench, then ledger): the median round's ratio is the result
+
+
 @dataclass(frozen=True)
 class Result:
-    ledger_tps: float
+    ledger_tps: float  # medians of the rounds
     pgbench_tps: float
+    round_ratios: tuple[float, ...]  # ledger / pgbench, each round measured back to back
 
     @property
     def ratio(self) -> float:
-        return self.ledger_tps / self.pgbench_tps
+        return median(list(self.round_ratios))
 
 
 async def _seed(database_url: str) -> list[str]:
@@ -97,7 +101,6 @@ def run(database_url: str) -> Result:
     ids = asyncio.run(_seed(database_url))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        pgbench_tps = _pgbench(database_url, workdir)
         script = workdir / "transfers.lua"
         script.write_text(WRK_SCRIPT.format(ids=",".join(f'"{i}"' for i in ids)))
         env = {
@@ -109,9 +112,16 @@ def run(database_url: str) -> Result:
             "LOG_LEVEL": "WARNING",
         }
         server = Server([sys.executable, "-m", "ledger", "serve"], env).wait_ready("/health/ready")
+        pgbench_rates: list[float] = []
+        ledger_rates: list[float] = []
         try:
             wrk(server.url, seconds=1, connections=CLIENTS, threads=2, script=script)  # warm-up
-            ledger_tps = wrk(server.url, seconds=SECONDS, connections=CLIENTS, threads=2, script=script)
+            for _ in range(ROUNDS):  # the server idles while pgbench runs: no contention
+                pgbench_rates.append(_pgbench(database_url, workdir))
+                ledger_rates.append(
+                    wrk(server.url, seconds=SECONDS, connections=CLIENTS, threads=2, script=script)
+                )
         finally:
             server.stop()
-    return Result(ledger_tps, pgbench_tps)
+    ratios = tuple(ledger / pg for ledger, pg in zip(ledger_rates, pgbench_rates, strict=True))
+    return Result(median(ledger_rates), median(pgbench_rates), ratios)

@@ -140,6 +140,9 @@ _REUSABLE_NAMES = frozenset(
 )
 _REUSABLE_MAX = 256  # the date changes every second: start over rather than grow
 _checked_lines: dict[tuple[bytes, bytes], bytes] = {}
+# Header names checked once (lowercased): a line whose value differs per response (the
+# request id, traceparent, content-length) still skips the name's check. Names are few.
+_checked_names: dict[bytes, bytes] = {}
 
 
 class _Cycle(RequestResponseCycle):
@@ -179,11 +182,16 @@ class _Cycle(RequestResponseCycle):
             line = _checked_lines.get(pair)
             if line is None:
                 name, value = pair
-                if HEADER_RE.search(name):
-                    raise RuntimeError("Invalid HTTP header name.")
+                checked_name = _checked_names.get(name)
+                if checked_name is None:
+                    if HEADER_RE.search(name):
+                        raise RuntimeError("Invalid HTTP header name.")
+                    checked_name = name.lower()
+                    if len(_checked_names) < _REUSABLE_MAX:
+                        _checked_names[name] = checked_name
                 if HEADER_VALUE_RE.search(value):
                     raise RuntimeError("Invalid HTTP header value.")
-                name = name.lower()
+                name = checked_name
                 if name == b"content-length" and self.chunked_encoding is None:
                     self.expected_content_length = int(value.decode())
                     self.chunked_encoding = False
