@@ -10,7 +10,7 @@ A pod must leave the load balancer before it stops accepting requests:
 3. the app's keep-alive (HTTP_KEEP_ALIVE_SECONDS) > the load balancer's idle timeout: an
    ALB reuses an idle connection for up to its idle timeout (60 s by default); a target
    that closed it first makes the ALB answer 502 (`check_keep_alive`).
-charts/ledger/templates/_helpers.tpl enforces the same rules when rendering; a test
+The service chart's templates/_helpers.tpl enforces the same rules when rendering; a test
 renders the chart across many value sets and checks both agree.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# ledger's default HTTP_KEEP_ALIVE_SECONDS and the ALB's default idle timeout.
+# The chart's default HTTP_KEEP_ALIVE_SECONDS and the ALB's default idle timeout.
 DEFAULT_KEEP_ALIVE_SECONDS = 75
 ALB_IDLE_TIMEOUT_SECONDS = 60
 
@@ -35,7 +35,7 @@ def check_keep_alive(app_keep_alive: float, lb_idle_timeout: float) -> float:
     if not app_keep_alive > lb_idle_timeout:
         raise DrainBudgetError(
             f"drain budget: http.keepAliveSeconds ({app_keep_alive:g}) must be > aws.idleTimeoutSeconds "
-            f"({lb_idle_timeout:g}), the load balancer's idle timeout, or it reuses connections ledger has "
+            f"({lb_idle_timeout:g}), the load balancer's idle timeout, or it reuses connections the service has "
             f"closed (502s); raise http.keepAliveSeconds above {lb_idle_timeout:g} or lower aws.idleTimeoutSeconds"
         )
     return app_keep_alive

@@ -19,9 +19,11 @@ Production behaviour keys on config, never on the stack's name:
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from cutover_infra.budget import (
@@ -105,6 +107,9 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
+    """`cutover:database`: the stack's Postgres instance, made when a service asks for it."""
+
+    name: str = ""  # the database (and master user, and instance identifier suffix); parse: required then
     instance_class: str = "db.t4g.medium"
     allocated_storage: int = 20
     max_allocated_storage: int = 100  # parse: at least allocatedStorage
@@ -162,19 +167,77 @@ TIERS = ("production", "non-production")
 
 
 @dataclass(frozen=True)
+class HealthPaths:
+    """The three paths every service answers (the chart's probes, the ALB's and Route53's checks)."""
+
+    live: str = "/health/live"
+    ready: str = "/health/ready"
+    startup: str = "/health/startup"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key of a Kubernetes Secret in the service's namespace (created by its team)."""
+
+    secret: str
+    key: str
+
+
+DATABASE_MODES = ("none", "provisioned", "secret")
+
+
+@dataclass(frozen=True)
+class ServiceDatabase:
+    """`none`; `provisioned`: the stack's Postgres (cutover:database), the pods logging in as
+    `user` with IAM tokens and the migration Job with the managed master secret; `secret`: a
+    URL the team keeps in a Secret of the namespace (`url`)."""
+
+    mode: str = "none"
+    user: str = ""  # provisioned
+    url: SecretRef | None = None  # secret
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """A HorizontalPodAutoscaler per color, from the color's replicas up to `max_replicas`."""
+
+    max_replicas: int
+    target_cpu_percent: int = 70
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One entry of `cutover:services`: a blue/green service and everything cutover needs."""
+
+    name: str
+    cutover_env: str  # `cutover --env` name, release lock/state key; names its resources
+    domain: str
+    image_repository: str  # "" with registry.create: the repository the program makes
+    colors: Mapping[str, ColorConfig]
+    drain: DrainBudget
+    keep_alive_seconds: int
+    port: int = 8000
+    health: HealthPaths = field(default_factory=HealthPaths)
+    database: ServiceDatabase = field(default_factory=ServiceDatabase)
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, SecretRef] = field(default_factory=dict)
+    autoscaling: Autoscaling | None = None
+    chart_values: Mapping[str, Any] = field(default_factory=dict)  # the service's own chart values
+    chart: str = ""  # its own chart (meeting the same values contract); "": cutover:chart
+
+
+@dataclass(frozen=True)
 class StackConfig:
     environment: str
     region: str
-    domain: str
     hosted_zone_id: str
-    image_repository: str
     network: NetworkConfig
     cluster: ClusterConfig
     database: DatabaseConfig
-    colors: Mapping[str, ColorConfig]
+    services: tuple[ServiceConfig, ...]
     traffic: TrafficConfig
-    drain: DrainBudget
     protect: bool
+    chart: str  # the service chart every service is installed from, unless it names its own
     tier: str = "non-production"
     teardown: bool = False
     load_balancer: LoadBalancerConfig = field(default_factory=LoadBalancerConfig)
@@ -183,6 +246,11 @@ class StackConfig:
     @property
     def is_production(self) -> bool:
         return self.tier == "production"
+
+    @property
+    def needs_database(self) -> bool:
+        """Whether a service uses the stack's Postgres (else none is made)."""
+        return any(s.database.mode == "provisioned" for s in self.services)
 
 
 # The production tier's defaults, where they differ from the dataclasses' (non-production)
@@ -218,7 +286,7 @@ _KNOWN = {
         "logRetentionDays",
     },
     "database": {
-        "instanceClass", "allocatedStorage", "maxAllocatedStorage", "multiAz", "backupRetentionDays",
+        "name", "instanceClass", "allocatedStorage", "maxAllocatedStorage", "multiAz", "backupRetentionDays",
         "deletionProtection", "engineVersion", "cidr",
     },
     "loadBalancer": {"idleTimeoutSeconds", "appKeepAliveSeconds", "accessLogRetentionDays"},
@@ -226,11 +294,16 @@ _KNOWN = {
     "traffic": {"initialWeights", "ttl", "stickinessSeconds"},
     "drain": {"deregistrationDelaySeconds", "drainSeconds", "shutdownTimeoutSeconds", "marginSeconds"},
 }  # fmt: skip
-_TOP = {
-    "environment", "domain", "hostedZoneId", "imageRepository", "blueImage", "greenImage", "network",
-    "cluster", "database", "colors", "traffic", "drain", "protect", "kubeconfig",
-    "tier", "teardown", "loadBalancer", "registry",
+_SERVICE_KEYS = {
+    "chart", "cutoverEnv", "domain", "imageRepository", "blueImage", "greenImage", "colors", "drain", "port",
+    "health", "database", "env", "secretEnv", "autoscaling", "keepAliveSeconds", "chartValues",
 }  # fmt: skip
+_TOP = {
+    "chart", "environment", "hostedZoneId", "network", "cluster", "database", "services", "traffic", "protect",
+    "kubeconfig", "tier", "teardown", "loadBalancer", "registry",
+}  # fmt: skip
+# Keys of the single-service layout, now keys of each entry of cutover:services.
+_MOVED_TO_SERVICES = ("domain", "imageRepository", "blueImage", "greenImage", "colors", "drain")
 
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _ZONE_ID = re.compile(r"^Z[A-Z0-9]{6,31}$")
@@ -252,6 +325,19 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
             f"{key}.{unknown[0]}",
             "is not a known key",
             f"use one of {', '.join(sorted(_KNOWN[key]))} (a typo?)",
+        )
+    return value
+
+
+def _section(parent: Mapping[str, Any], key: str, path: str, known: set[str]) -> dict[str, Any]:
+    """A nested object at `path` (e.g. services.api.drain): an object with only `known` keys."""
+    value = parent.get(key) or {}
+    if not isinstance(value, dict):
+        raise _fail(path, "must be an object", f"pulumi config set --path cutover:{path}.<field> <value>")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _fail(
+            f"{path}.{unknown[0]}", "is not a known key", f"use one of {', '.join(sorted(known))} (a typo?)"
         )
     return value
 
@@ -291,7 +377,12 @@ def _string(
     section: Mapping[str, Any], key: str, path: str, pattern: re.Pattern[str] | None = None, example: str = ""
 ) -> str:
     value = section.get(key)
-    if not isinstance(value, str) or not value or (pattern is not None and not pattern.match(value)):
+    if (
+        not isinstance(value, str)
+        or not value
+        or (pattern is not None and not pattern.match(value))
+        or any(ord(c) < 32 for c in value)  # a trailing newline slips past `$`
+    ):
         raise _fail(
             path,
             f"is missing or invalid (got {value!r})",
@@ -515,6 +606,14 @@ def parse(
 
     One function per section, called in this order (the first bad key found is the one named);
     each takes its defaults from `default` (the dataclasses and PRODUCTION_DEFAULTS)."""
+    moved = [key for key in _MOVED_TO_SERVICES if key in raw]
+    if moved:
+        raise _fail(
+            moved[0],
+            "belongs to a service now: a stack lists its services under cutover:services",
+            f"move it to cutover:services.<name>.{moved[0]} (docs/onboarding.md, 'Upgrading a "
+            "single-service stack': keep cutoverEnv equal to the environment so nothing is replaced)",
+        )
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         raise _fail(unknown[0], "is not a known key", f"use one of {', '.join(sorted(_TOP))} (a typo?)")
@@ -526,29 +625,37 @@ def parse(
     teardown = _bool(raw, "teardown", "teardown", default(StackConfig, "teardown"))
     protect = False if teardown else _bool(raw, "protect", "protect", production)
 
-    domain = _string(raw, "domain", "domain", _DOMAIN, "ledger.example.com")
     zone = _string(raw, "hostedZoneId", "hostedZoneId", _ZONE_ID, "Z0123456789ABCDEFGHIJ")
-    registry, repository = _registry(raw)
+    registry = _registry(raw)
     network = _network(raw, region, production)
     cluster = _cluster(raw, is_secret)
+    load_balancer = _load_balancer(raw)
+    services = _services(raw, environment, production, registry, load_balancer)
+    database = _database(
+        raw, network, cluster.existing, production=production, protect=protect, teardown=teardown
+    )
+    if any(s.database.mode == "provisioned" for s in services) and not database.name:
+        user = next(s for s in services if s.database.mode == "provisioned")
+        raise _fail(
+            "database.name",
+            f"is not set, and service {user.name} asks for the provisioned database",
+            "pulumi config set --path cutover:database.name <name> (the database, its master user and "
+            "the instance's identifier cutover-<env>-<name>: never change it once created)",
+        )
     return StackConfig(
         environment=environment,
         region=region,
-        domain=domain,
         hosted_zone_id=zone,
-        image_repository=repository,
         network=network,
         cluster=cluster,
-        database=_database(
-            raw, network, cluster.existing, production=production, protect=protect, teardown=teardown
-        ),
-        colors=_colors(raw, production),
+        database=database,
+        services=services,
         traffic=_traffic(raw),
-        drain=_drain(raw),
         protect=protect,
+        chart=_chart(raw, "chart", "chart"),
         tier=tier,
         teardown=teardown,
-        load_balancer=_load_balancer(raw),
+        load_balancer=load_balancer,
         registry=registry,
     )
 
@@ -704,7 +811,15 @@ def _database(
         65536,
     )
     most = max(default(DatabaseConfig, "max_allocated_storage"), allocated)
+    name = db.get("name", "")
+    if name and (not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,30}$", name)):
+        raise _fail(
+            "database.name",
+            f"must be a lowercase Postgres name (got {name!r})",
+            "pulumi config set --path cutover:database.name orders",
+        )
     database = DatabaseConfig(
+        name=name,
         instance_class=instance_class,
         allocated_storage=allocated,
         max_allocated_storage=_int(
@@ -735,30 +850,325 @@ def _database(
     return database
 
 
-def _colors(raw: Mapping[str, Any], production: bool) -> dict[str, ColorConfig]:
-    """`cutover:colors` (replicas per color) and `cutover:<color>Image`."""
-    colors_raw = raw.get("colors") or {}
+def _colors(section: Mapping[str, Any], at: str, production: bool) -> dict[str, ColorConfig]:
+    """A service's `colors` (replicas per color) and `<color>Image`; `at` is its key path."""
+    colors_raw = section.get("colors") or {}
+    if isinstance(colors_raw, str):  # `pulumi config set --path ...colors '<json>'` stores a string
+        try:
+            colors_raw = json.loads(colors_raw)
+        except json.JSONDecodeError:
+            colors_raw = None
     if not isinstance(colors_raw, dict) or set(colors_raw) - set(COLORS):
         raise _fail(
-            "colors",
+            f"{at}.colors",
             "must be an object with blue and/or green",
-            "pulumi config set --path cutover:colors.blue.replicas 3",
+            f"pulumi config set --path cutover:{at}.colors.blue.replicas 3",
         )
     replicas = default(ColorConfig, "replicas", production)
     colors = {}
     for color in COLORS:
-        section = colors_raw.get(color) or {}
-        image = raw.get(f"{color}Image")
+        colour_section = colors_raw.get(color) or {}
+        image = section.get(f"{color}Image")
         if not isinstance(image, str) or not _TAG.match(image) or image == "latest":
             raise _fail(
-                f"{color}Image",
+                f"{at}.{color}Image",
                 f"must be an image tag other than latest (got {image!r})",
-                f"pulumi config set cutover:{color}Image v1.0.0",
+                f"pulumi config set --path cutover:{at}.{color}Image v1.0.0",
             )
         colors[color] = ColorConfig(
-            image, _int(section, "replicas", f"colors.{color}.replicas", replicas, 0, 100)
+            image, _int(colour_section, "replicas", f"{at}.colors.{color}.replicas", replicas, 0, 100)
         )
     return colors
+
+
+# --------------------------------------------------------------------------- services
+
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$")  # a DNS label short enough for AWS names
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PATH = re.compile(r"^/[!-~]*$")  # no spaces or control characters
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_DB_USER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Environment variables the chart sets from the platform's contract: a service may not set them.
+PLATFORM_ENV = frozenset(
+    {"PORT", "HOST", "COLOR", "APP_VERSION", "INSTANCE_ID", "DRAIN_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS",
+     "HTTP_KEEP_ALIVE_SECONDS", "DATABASE_URL", "DATABASE_AUTH", "DATABASE_REGION", "DATABASE_PASSWORD_FILE",
+     "TRUSTED_PROXIES"}
+)  # fmt: skip
+# Chart values the program computes for every service: set them with the service's own keys.
+COMPUTED_CHART_VALUES = frozenset(
+    {"color", "image", "replicaCount", "containerPort", "health", "database", "env", "secretEnv", "aws",
+     "drainSeconds", "shutdownTimeoutSeconds", "preStop", "drainBudget", "terminationGracePeriodSeconds",
+     "nameOverride", "fullnameOverride", "autoscaling", "http", "serviceAccount", "migrations"}
+)  # fmt: skip
+
+
+def _services(
+    raw: Mapping[str, Any],
+    environment: str,
+    production: bool,
+    registry: RegistryConfig,
+    load_balancer: LoadBalancerConfig,
+) -> tuple[ServiceConfig, ...]:
+    """`cutover:services`: name -> the service's keys, at least one service."""
+    listed = raw.get("services")
+    if not isinstance(listed, dict) or not listed:
+        raise _fail(
+            "services",
+            "must list at least one service (name -> its domain, images, port, health paths, ...)",
+            "see docs/onboarding.md; e.g. pulumi config set --path cutover:services.api.domain api.example.com",
+        )
+    services = []
+    for name, section in listed.items():
+        services.append(_service(name, section, environment, production, registry, load_balancer))
+    for key, what in (("cutover_env", "cutoverEnv"), ("domain", "domain")):
+        seen: dict[str, str] = {}
+        for service in services:
+            value = getattr(service, key)
+            if value in seen:
+                raise _fail(
+                    f"services.{service.name}.{what}",
+                    f"({value}) is also service {seen[value]}'s: each service needs its own",
+                    f"pulumi config set --path cutover:services.{service.name}.{what} <another>",
+                )
+            seen[value] = service.name
+    return tuple(services)
+
+
+def _service(
+    name: str,
+    section: Any,
+    environment: str,
+    production: bool,
+    registry: RegistryConfig,
+    load_balancer: LoadBalancerConfig,
+) -> ServiceConfig:
+    at = f"services.{name}"
+    if not _SERVICE_NAME.fullmatch(name):
+        raise _fail(
+            at,
+            "must be named with 2-20 lowercase letters, digits and hyphens (a DNS label; it names "
+            "its namespaces, Helm releases and AWS resources)",
+            "rename the entry, e.g. cutover:services.orders",
+        )
+    if not isinstance(section, dict):
+        raise _fail(at, "must be an object", f"pulumi config set --path cutover:{at}.domain <domain>")
+    unknown = sorted(set(section) - _SERVICE_KEYS)
+    if unknown:
+        raise _fail(
+            f"{at}.{unknown[0]}",
+            "is not a known key",
+            f"use one of {', '.join(sorted(_SERVICE_KEYS))} (a typo?)",
+        )
+    cutover_env = section.get("cutoverEnv", f"{environment}-{name}")
+    if not isinstance(cutover_env, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", cutover_env):
+        raise _fail(
+            f"{at}.cutoverEnv",
+            f"must be a short lowercase name (got {cutover_env!r})",
+            f"pulumi config set --path cutover:{at}.cutoverEnv {environment}-{name}",
+        )
+    domain = _string(section, "domain", f"{at}.domain", _DOMAIN, f"{name}.example.com")
+    if registry.create and "imageRepository" in section:
+        raise _fail(
+            f"{at}.imageRepository",
+            "is set while registry.create is true (the program creates each service's repository)",
+            f"pulumi config rm --path cutover:{at}.imageRepository, or "
+            "pulumi config set --path cutover:registry.create false",
+        )
+    repository = (
+        ""
+        if registry.create
+        else _string(
+            section,
+            "imageRepository",
+            f"{at}.imageRepository",
+            None,
+            f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/{name}",
+        )
+    )
+    keep_alive = _int(
+        section, "keepAliveSeconds", f"{at}.keepAliveSeconds", load_balancer.app_keep_alive_seconds, 1, 4600
+    )
+    if keep_alive <= load_balancer.idle_timeout_seconds:
+        raise _fail(
+            f"{at}.keepAliveSeconds",
+            f"({keep_alive}) must be longer than loadBalancer.idleTimeoutSeconds "
+            f"({load_balancer.idle_timeout_seconds}), or the ALB reuses connections the service already "
+            "closed (502s)",
+            f"pulumi config set --path cutover:{at}.keepAliveSeconds {load_balancer.app_keep_alive_seconds}",
+        )
+    chart_values = section.get("chartValues") or {}
+    if not isinstance(chart_values, dict):
+        raise _fail(
+            f"{at}.chartValues",
+            "must be an object (chart values)",
+            f"pulumi config set --path cutover:{at}.chartValues.<key> <value>",
+        )
+    computed = sorted(set(chart_values) & COMPUTED_CHART_VALUES)
+    if computed:
+        raise _fail(
+            f"{at}.chartValues.{computed[0]}",
+            "is computed by the program from the service's own keys",
+            f"set it with cutover:{at} (port, health, database, env, secretEnv, autoscaling, colors, drain) instead",
+        )
+    colors = _colors(section, at, production)
+    return ServiceConfig(
+        name=name,
+        cutover_env=cutover_env,
+        domain=domain,
+        image_repository=repository,
+        colors=colors,
+        drain=_drain(section, at),
+        keep_alive_seconds=keep_alive,
+        port=_int(section, "port", f"{at}.port", default(ServiceConfig, "port"), 1024, 65535),
+        health=_health(section, at),
+        database=_service_database(section, at),
+        env=_service_env(section, at),
+        secret_env=_secret_env(section, at),
+        autoscaling=_autoscaling(section, at, colors),
+        chart_values=dict(chart_values),
+        chart=_chart(section, "chart", f"{at}.chart") if "chart" in section else "",
+    )
+
+
+# Charts are found relative to the repository holding the program (Pulumi.yaml's directory).
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _chart(section: Mapping[str, Any], key: str, path: str) -> str:
+    """A chart directory (relative to the repository, or absolute) holding a Chart.yaml."""
+    value = section.get(key)
+    where = Path(value) if isinstance(value, str) and value else None
+    if where is not None and not where.is_absolute():
+        where = REPOSITORY_ROOT / where
+    if where is None or not (where / "Chart.yaml").is_file():
+        raise _fail(
+            path,
+            f"must be the directory of a Helm chart meeting the service chart contract (got {value!r})",
+            f"pulumi config set --path cutover:{path} charts/<chart> (docs/onboarding.md)",
+        )
+    return str(value)
+
+
+def _health(section: Mapping[str, Any], at: str) -> HealthPaths:
+    found = _section(section, "health", f"{at}.health", {"live", "ready", "startup"})
+    paths = {}
+    for key in ("live", "ready", "startup"):
+        value = found.get(key, default(HealthPaths, key))
+        if not isinstance(value, str) or not _PATH.fullmatch(value) or len(value) > 256:
+            raise _fail(
+                f"{at}.health.{key}",
+                f"must be a path starting with / without spaces (got {value!r})",
+                f"pulumi config set --path cutover:{at}.health.{key} /healthz",
+            )
+        paths[key] = value
+    return HealthPaths(**paths)
+
+
+def _service_database(section: Mapping[str, Any], at: str) -> ServiceDatabase:
+    path = f"{at}.database"
+    found = _section(section, "database", path, {"mode", "user", "secret", "key"})
+    mode = found.get("mode", "none")
+    if mode not in DATABASE_MODES:
+        raise _fail(
+            f"{path}.mode",
+            f"must be one of {', '.join(DATABASE_MODES)} (got {mode!r})",
+            f"pulumi config set --path cutover:{path}.mode provisioned",
+        )
+    extra = {"none": {"user", "secret", "key"}, "provisioned": {"secret", "key"}, "secret": {"user"}}[mode]
+    wrong = sorted(extra & set(found))
+    if wrong:
+        raise _fail(
+            f"{path}.{wrong[0]}",
+            f"does not apply to mode {mode}",
+            f"pulumi config rm --path cutover:{path}.{wrong[0]}",
+        )
+    if mode == "provisioned":
+        user = _string(found, "user", f"{path}.user", _DB_USER, "orders_app")
+        return ServiceDatabase(mode, user=user)
+    if mode == "secret":
+        secret = _string(found, "secret", f"{path}.secret", _K8S_NAME, f"{at.split('.')[-1]}-database")
+        key = found.get("key", "DATABASE_URL")
+        if not isinstance(key, str) or not _SECRET_KEY.fullmatch(key):
+            raise _fail(
+                f"{path}.key",
+                f"must be a Secret key (got {key!r})",
+                f"pulumi config set --path cutover:{path}.key DATABASE_URL",
+            )
+        return ServiceDatabase(mode, url=SecretRef(secret, key))
+    return ServiceDatabase()
+
+
+def _env_name(name: Any, path: str) -> str:
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+        raise _fail(
+            path,
+            "is not an environment variable name (letters, digits, _)",
+            f"pulumi config rm --path cutover:{path}",
+        )
+    if name in PLATFORM_ENV:
+        raise _fail(
+            path,
+            "is set by the platform from the service's own keys (port, drain, database, ...)",
+            f"pulumi config rm --path cutover:{path}",
+        )
+    return name
+
+
+def _service_env(section: Mapping[str, Any], at: str) -> dict[str, str]:
+    found = section.get("env") or {}
+    if not isinstance(found, dict):
+        raise _fail(
+            f"{at}.env",
+            "must be an object (name -> value)",
+            f"pulumi config set --path cutover:{at}.env.LOG_LEVEL info",
+        )
+    env = {}
+    for name, value in found.items():
+        _env_name(name, f"{at}.env.{name}")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _fail(
+                f"{at}.env.{name}",
+                f"must be a string (got {value!r})",
+                f"pulumi config set --path cutover:{at}.env.{name} <value>",
+            )
+        env[name] = str(value)
+    return env
+
+
+def _secret_env(section: Mapping[str, Any], at: str) -> dict[str, SecretRef]:
+    found = section.get("secretEnv") or {}
+    if not isinstance(found, dict):
+        raise _fail(
+            f"{at}.secretEnv",
+            "must be an object (name -> {secret, key})",
+            f"pulumi config set --path cutover:{at}.secretEnv.API_TOKEN.secret <secret>",
+        )
+    refs = {}
+    for name in found:
+        path = f"{at}.secretEnv.{name}"
+        _env_name(name, path)
+        if name in section.get("env", {}):
+            raise _fail(path, "is also in env", f"keep one: pulumi config rm --path cutover:{at}.env.{name}")
+        item = _section(found, name, path, {"secret", "key"})
+        refs[name] = SecretRef(
+            _string(item, "secret", f"{path}.secret", _K8S_NAME, "api-token"),
+            _string(item, "key", f"{path}.key", _SECRET_KEY, "token"),
+        )
+    return refs
+
+
+def _autoscaling(
+    section: Mapping[str, Any], at: str, colors: Mapping[str, ColorConfig]
+) -> Autoscaling | None:
+    """`autoscaling`: up to maxReplicas per color, from the color's replicas (the minimum)."""
+    if "autoscaling" not in section:
+        return None
+    path = f"{at}.autoscaling"
+    found = _section(section, "autoscaling", path, {"maxReplicas", "targetCpuPercent"})
+    low = max(2, *(c.replicas for c in colors.values()))
+    high = _int(found, "maxReplicas", f"{path}.maxReplicas", max(low, 10), low, 1000)
+    return Autoscaling(high, _int(found, "targetCpuPercent", f"{path}.targetCpuPercent", 70, 10, 100))
 
 
 def _traffic(raw: Mapping[str, Any]) -> TrafficConfig:
@@ -790,53 +1200,51 @@ def _traffic(raw: Mapping[str, Any]) -> TrafficConfig:
     )
 
 
-def _drain(raw: Mapping[str, Any]) -> DrainBudget:
-    """`cutover:drain` (DrainConfig's keys) checked into the tightest valid DrainBudget."""
-    dr = _object(raw, "drain")
+def _drain(section: Mapping[str, Any], at: str) -> DrainBudget:
+    """A service's `drain` (DrainConfig's keys) checked into the tightest valid DrainBudget."""
+    path = f"{at}.drain"
+    dr = _section(section, "drain", path, _KNOWN["drain"])
     try:
         return budget_for_deregistration(
             _int(
                 dr,
                 "deregistrationDelaySeconds",
-                "drain.deregistrationDelaySeconds",
+                f"{path}.deregistrationDelaySeconds",
                 default(DrainConfig, "deregistration_delay_seconds"),
                 0,
                 3600,
             ),
-            _number(dr, "drainSeconds", "drain.drainSeconds", default(DrainConfig, "drain_seconds"), 0, 600),
+            _number(
+                dr, "drainSeconds", f"{path}.drainSeconds", default(DrainConfig, "drain_seconds"), 0, 600
+            ),
             _number(
                 dr,
                 "shutdownTimeoutSeconds",
-                "drain.shutdownTimeoutSeconds",
+                f"{path}.shutdownTimeoutSeconds",
                 default(DrainConfig, "shutdown_timeout_seconds"),
                 0,
                 3600,
             ),
-            _int(dr, "marginSeconds", "drain.marginSeconds", default(DrainConfig, "margin_seconds"), 0, 600),
+            _int(
+                dr, "marginSeconds", f"{path}.marginSeconds", default(DrainConfig, "margin_seconds"), 0, 600
+            ),
         )
     except DrainBudgetError as exc:
-        raise _fail("drain", str(exc), "adjust cutover:drain") from None
+        raise _fail(path, str(exc), f"adjust cutover:{path}") from None
 
 
-def _registry(raw: Mapping[str, Any]) -> tuple[RegistryConfig, str]:
-    """The ECR repository the program creates (imageRepository omitted), or the given one."""
+def _registry(raw: Mapping[str, Any]) -> RegistryConfig:
+    """`cutover:registry`: whether the program makes an ECR repository per service (the
+    default when no service names its imageRepository)."""
     section = _object(raw, "registry")
-    create = _bool(section, "create", "registry.create", "imageRepository" not in raw)
+    listed = raw.get("services")
+    services: dict[str, Any] = listed if isinstance(listed, dict) else {}
+    given = any(isinstance(v, dict) and "imageRepository" in v for v in services.values())
+    create = _bool(section, "create", "registry.create", not given)
     keep = _int(
         section, "keepImages", "registry.keepImages", default(RegistryConfig, "keep_images"), 10, 10000
     )
-    if create and "imageRepository" in raw:
-        raise _fail(
-            "imageRepository",
-            "is set while registry.create is true (the program creates the repository)",
-            "pulumi config rm cutover:imageRepository, or pulumi config set --path cutover:registry.create false",
-        )
-    if create:
-        return RegistryConfig(True, keep), ""
-    repository = _string(
-        raw, "imageRepository", "imageRepository", None, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger"
-    )
-    return RegistryConfig(False, keep), repository
+    return RegistryConfig(create, keep)
 
 
 # An ALB needs a subnet of /27 or larger (with 8 free addresses) in each of its zones.
@@ -990,18 +1398,17 @@ def _load_balancer(raw: Mapping[str, Any]) -> LoadBalancerConfig:
 
 def load() -> StackConfig:
     """Read the running stack's config (inside a Pulumi program)."""
-    import json
 
     import pulumi
     from pulumi.runtime.config import is_config_secret
 
     config = pulumi.Config("cutover")
     raw: dict[str, Any] = {}
-    for key in _TOP:
+    for key in (*_TOP, *_MOVED_TO_SERVICES):
         value = config.get(key)
         if value is None:
             continue
-        if key in _KNOWN or key == "colors":
+        if key in _KNOWN or key == "services":
             try:
                 raw[key] = json.loads(value)
             except json.JSONDecodeError:

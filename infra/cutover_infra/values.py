@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -9,19 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from cutover_infra.budget import DrainBudget
+from cutover_infra.config import ServiceConfig
 
-CHART_PATH = "charts/ledger"
 # The ALB listener policy: TLS 1.3 with TLS 1.2 fallback, forward secrecy only (AWS's
 # recommended policy for ALBs).
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-APP_PORT = 8000
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 
 def resource_name(environment: str, *parts: str) -> str:
-    """`cutover-<env>-<parts>`, at most 32 characters (the ALB and target group limit)."""
+    """`cutover-<env>-<parts>`, at most 32 characters (the ALB and target group limit); a
+    longer name keeps its first 27 characters and a hash of the whole, so two long names
+    that differ only at the end (blue, green) stay distinct."""
     name = "-".join(("cutover", environment, *parts))
-    return name[:32].rstrip("-")
+    if len(name) <= 32:
+        return name
+    return f"{name[:27].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:4]}"
 
 
 def tags(environment: str, **extra: str) -> dict[str, str]:
@@ -41,17 +45,40 @@ def with_stack_tags(resource_tags: Mapping[str, Any], *, tier: str, teardown: bo
     return {**kept, TIER_TAG: tier, **({TEARDOWN_TAG: "true"} if teardown else {})}
 
 
-def namespace(color: str) -> str:
-    return f"ledger-{color}"
+def namespace(service: str, color: str) -> str:
+    """A service's namespace per color, also its Helm release's name (`<service>-<color>`)."""
+    return f"{service}-{color}"
 
 
-APP_DATABASE_USER = "ledger_app"  # ledger's least-privilege role (app/ledger/migrations/0003)
+def release_name(service: str, color: str) -> str:
+    """The Helm release; with nameOverride=<service> the chart names its objects after it."""
+    return f"{service}-{color}"
+
+
+def host_rule_priority(index: int, color: str) -> int:
+    """The priority of a service's host rule on its color's HTTPS listener (unique per
+    listener, 1-50000): from the service's place in cutover:services. Host rules never
+    overlap (each service has its own names), so the order only has to be unique."""
+    if not 0 <= index < 5000:
+        raise ValueError(f"service index {index} out of range")
+    return 10 * (index + 1)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, objects merged key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = (
+            deep_merge(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+        )
+    return merged
 
 
 @dataclass(frozen=True)
 class DatabaseLogin:
     """How one color reaches Postgres without a password anywhere in Kubernetes or in
-    Pulumi's state: the pods as `ledger_app` with an RDS IAM token minted per connection
+    Pulumi's state: the pods as `user` with an RDS IAM token minted per connection
     (IRSA role `app_role_arn`), the migration Job as the schema owner with the RDS-managed
     master secret read at run time (IRSA role `migration_role_arn`). Both survive RDS's
     password rotation."""
@@ -63,20 +90,21 @@ class DatabaseLogin:
     master_secret_arn: str
     app_role_arn: str
     migration_role_arn: str
+    user: str  # the service's least-privilege role, created by its migrations
 
     @property
     def app_url(self) -> str:
         # IAM authentication requires TLS; the image has no RDS CA bundle, hence require
         # (encrypted) rather than verify-full.
-        return f"postgresql://{APP_DATABASE_USER}@{self.address}:{self.port}/{self.database}?sslmode=require"
+        return f"postgresql://{self.user}@{self.address}:{self.port}/{self.database}?sslmode=require"
 
     @property
     def migration_url(self) -> str:
-        """No user: ledger takes it (and the password) from the master secret."""
+        """No user: the migration takes it (and the password) from the master secret."""
         return f"postgresql://{self.address}:{self.port}/{self.database}?sslmode=require"
 
 
-def database_user_arn(instance_arn: str, resource_id: str, user: str = APP_DATABASE_USER) -> str:
+def database_user_arn(instance_arn: str, resource_id: str, user: str) -> str:
     """The `rds-db:connect` resource for `user` on the instance (partition, region and account
     taken from the instance's ARN; `resource_id` is its DbiResourceId, not its name)."""
     parts = instance_arn.split(":")
@@ -87,7 +115,7 @@ def database_user_arn(instance_arn: str, resource_id: str, user: str = APP_DATAB
 
 
 def database_connect_policy(user_arn: str) -> str:
-    """The pods' only AWS permission: log in to Postgres as ledger_app."""
+    """The pods' only AWS permission: log in to Postgres as their service's user."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -114,12 +142,22 @@ def master_secret_read_policy(secret_arn: str) -> str:
 
 
 def migration_service_account(release: str) -> str:
-    """The chart's migration Job ServiceAccount (charts/ledger/templates/_helpers.tpl)."""
+    """The chart's migration Job ServiceAccount (its templates/_helpers.tpl)."""
     return f"{release}-migrate"
+
+
+# What every service gets unless its chartValues say otherwise: the chart's defaults are the
+# reference service's (its entrypoint arguments, clustering), not the platform's. (No null
+# here: Pulumi drops null values before Helm sees them.)
+PLATFORM_CHART_DEFAULTS: dict[str, Any] = {
+    "args": [],  # the image's own CMD
+    "cluster": {"enabled": False},  # the headless discovery Service and peers: opt in
+}
 
 
 def chart_values(
     *,
+    service: ServiceConfig,
     color: str,
     image_repository: str,
     image_tag: str,
@@ -131,23 +169,33 @@ def chart_values(
     image_digest: str = "",
     idle_timeout_seconds: int | None = None,
     keep_alive_seconds: int | None = None,
-    database_secret: str = "",
     database_login: DatabaseLogin | None = None,
 ) -> dict[str, Any]:
-    """The values charts/ledger is installed with for one color.
+    """The values the service chart is installed with for one color of `service`.
 
-    `image_tag` may carry its digest (`v1.2@sha256:...`): the pods then pull by digest.
-    `idle_timeout_seconds` (the ALB's) sets `aws.idleTimeoutSeconds` and the app keep-alive
-    `http.keepAliveSeconds` (default: max(75, idle + 15), always longer than the ALB's).
-    With `database_login` the pods and the migration Job log in without a stored password
-    (IAM tokens and the managed master secret); else with the URL in `database_secret`."""
+    The service's own `chartValues` lie under what the program computes (its keys, the
+    drain budget, the database login), over PLATFORM_CHART_DEFAULTS. `image_tag` may carry
+    its digest (`v1.2@sha256:...`): the pods then pull by digest. `idle_timeout_seconds`
+    (the ALB's) sets `aws.idleTimeoutSeconds`, and the keep-alive defaults to outlive it.
+    Database: `provisioned` logs in without a stored password (`database_login`: IAM tokens
+    and the managed master secret), `secret` with the URL in the team's Secret, `none` not at all."""
     image_tag, embedded_digest = split_image(image_tag)
     image_digest = image_digest or embedded_digest
-    values: dict[str, Any] = {
+    computed: dict[str, Any] = {
+        "nameOverride": service.name,
         "color": color,
         "replicaCount": replicas,
         "image": {"repository": image_repository, "tag": image_tag},
-        "database": {"existingSecret": database_secret, "urlKey": "DATABASE_URL", "cidr": database_cidr},
+        "containerPort": service.port,
+        "health": {
+            "livePath": service.health.live,
+            "readyPath": service.health.ready,
+            "startupPath": service.health.startup,
+        },
+        "env": dict(service.env),
+        "secretEnv": {
+            name: {"secretName": ref.secret, "key": ref.key} for name, ref in service.secret_env.items()
+        },
         "aws": {
             "targetGroupArn": target_group_arn,
             "deregistrationDelaySeconds": budget.deregistration_delay,
@@ -157,19 +205,34 @@ def chart_values(
         "preStop": {"sleepSeconds": budget.pre_stop_sleep},  # nativeSleep: the chart decides (auto)
         "drainBudget": {"marginSeconds": budget.margin},
         "terminationGracePeriodSeconds": budget.termination_grace,
-        # The ALB sits in the VPC: its X-Forwarded-For is the client address to rate-limit.
+        # The ALB sits in the VPC: its X-Forwarded-For is the client address (TRUSTED_PROXIES).
         "trustedProxies": [vpc_cidr],
         "podDisruptionBudget": {"minAvailable": 1 if replicas <= 2 else replicas - 1},
     }
-    if database_login is not None:
-        values["database"] = {
+    if service.autoscaling is not None:
+        computed["autoscaling"] = {  # from replicaCount (the minimum) up
+            "enabled": True,
+            "maxReplicas": service.autoscaling.max_replicas,
+            "targetCPUUtilizationPercentage": service.autoscaling.target_cpu_percent,
+        }
+    mode = service.database.mode
+    if mode == "none":
+        computed["database"] = {"enabled": False}
+    elif mode == "secret" and service.database.url is not None:
+        computed["database"] = {
+            "existingSecret": service.database.url.secret,
+            "urlKey": service.database.url.key,
+            "cidr": database_cidr,
+        }
+    elif database_login is not None:
+        computed["database"] = {
             "auth": "iam",
             "url": database_login.app_url,
             "region": database_login.region,
             "cidr": database_cidr,
         }
-        values["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: database_login.app_role_arn}}
-        values["migrations"] = {
+        computed["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: database_login.app_role_arn}}
+        computed["migrations"] = {
             "database": {
                 "auth": "secrets-manager",
                 "url": database_login.migration_url,
@@ -177,41 +240,48 @@ def chart_values(
             },
             "serviceAccount": {"annotations": {IRSA_ANNOTATION: database_login.migration_role_arn}},
         }
+    else:
+        raise ValueError(f"service {service.name}: database mode {mode} needs its login")
     if image_digest:
-        values["image"]["digest"] = image_digest
+        computed["image"]["digest"] = image_digest
     if idle_timeout_seconds is not None:
-        values["aws"]["idleTimeoutSeconds"] = idle_timeout_seconds
+        computed["aws"]["idleTimeoutSeconds"] = idle_timeout_seconds
         keep_alive_seconds = keep_alive_seconds or max(75, idle_timeout_seconds + 15)
     if keep_alive_seconds is not None:
-        values.setdefault("http", {})["keepAliveSeconds"] = keep_alive_seconds
-    return values
+        computed["http"] = {"keepAliveSeconds": keep_alive_seconds}
+    return deep_merge(deep_merge(PLATFORM_CHART_DEFAULTS, service.chart_values), computed)
 
 
 def cutover_env(
     *,
     stack: str,
-    environment: str,
+    service: ServiceConfig,
     region: str,
     hosted_zone_id: str,
-    domain: str,
     lock_table: str,
     history_table: str,
     colors: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """What `cutover` needs to operate this environment (`pulumi stack output cutover_env`),
-    built with cutover's own typed definition of the environment file (`cutover.envfile`)."""
+    """What `cutover` needs to operate one service (`pulumi stack output cutover_envs`, the
+    service's entry), built with cutover's own typed definition of the file (`cutover.envfile`)."""
     from cutover import envfile
+    from cutover.adapters.http_health import SmokeCheck
     from cutover.model import COLORS
 
     return envfile.EnvFile(
-        name=environment,
+        name=service.cutover_env,
         router=envfile.Route53Router(
             hosted_zone_id=hosted_zone_id,
-            record_name=domain,
-            generation_record=f"_cutover.{domain}",
+            record_name=service.domain,
+            generation_record=f"_cutover.{service.domain}",
             set_identifiers={"blue": "blue", "green": "green"},
         ),
-        deployer=envfile.PulumiDeployer(stack=stack, work_dir=".", config_key="cutover:{color}Image"),
+        deployer=envfile.PulumiDeployer(
+            stack=stack,
+            work_dir=".",
+            config_key=f"{service_config_key(service.name)}.{{color}}Image",
+            service=service.name,
+        ),
         lock=envfile.DynamoDBLock(table=lock_table, lease_seconds=60),
         history=envfile.DynamoDBTable(table=history_table),
         aws=envfile.Aws(region=region),
@@ -225,12 +295,19 @@ def cutover_env(
             max_p99_increase_seconds=0.1,
         ),
         colors={color: envfile.ColorEntry.from_dict(colors[color]) for color in COLORS if color in colors},
+        ready_path=service.health.ready,
+        smoke_checks=(SmokeCheck("liveness", service.health.live),),
     ).to_dict()
 
 
-def release_state_key(environment: str) -> str:
-    """The lock-table item where `cutover` keeps the environment's release state."""
-    return json.dumps({"lock_id": {"S": f"{environment}#release-state"}})
+def service_config_key(service: str) -> str:
+    """The stack config path of a service's entry (`pulumi config set --path <key>.<field>`)."""
+    return f"cutover:services.{service}"
+
+
+def release_state_key(cutover_env: str) -> str:
+    """The lock-table item where `cutover` keeps a service's release state (by its cutover env)."""
+    return json.dumps({"lock_id": {"S": f"{cutover_env}#release-state"}})
 
 
 def deployed_images(item: str | None, committed: dict[str, str]) -> dict[str, str]:

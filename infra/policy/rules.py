@@ -145,8 +145,12 @@ def _target_group(props: Props) -> list[str]:
     sticky = props.get("stickiness") or {}
     if not (sticky.get("enabled") and sticky.get("type") == "lb_cookie"):
         problems.append("target group has no lb_cookie stickiness")
-    if (props.get("healthCheck") or {}).get("path") != "/health/ready":
-        problems.append("target group does not health-check /health/ready")
+    check = props.get("healthCheck") or {}
+    path = check.get("path")
+    if check.get("enabled") is False or not isinstance(path, str) or not path.startswith("/") or path == "/":
+        problems.append("target group does not health-check a readiness path (its service's, not /)")
+    elif check.get("matcher", "200") != "200":
+        problems.append("target group health check accepts more than 200 (a draining 503 must fail it)")
     if props.get("targetType") != "ip":
         problems.append("target group is not of target type ip (pods are registered by IP)")
     return problems
@@ -263,7 +267,7 @@ RULES: tuple[Rule, ...] = (
     Rule("rds-prod-protected", "Production RDS (tagged tier production, or legacy environment prod) has deletion protection and multi-AZ, unless tagged teardown true.", "aws:rds/instance:Instance", _rds_prod_protected),
     Rule("rds-managed-password", "The RDS master password is managed by AWS, never in code.", "aws:rds/instance:Instance", _rds_managed_password),
     Rule("alb-modern-tls", "HTTPS listeners use a TLS 1.3 policy; HTTP listeners redirect to HTTPS.", "aws:lb/listener:Listener", _listener_tls),
-    Rule("target-group-sticky-and-ready", "Target groups: ip targets, lb_cookie stickiness, health check on /health/ready.", "aws:lb/targetGroup:TargetGroup", _target_group),
+    Rule("target-group-sticky-and-ready", "Target groups: ip targets, lb_cookie stickiness, health check on the service's readiness path (not /, 200 only).", "aws:lb/targetGroup:TargetGroup", _target_group),
     Rule("no-world-ingress", "No security group is open to the world, except 80/443 (the ALBs).", "aws:ec2/securityGroup:SecurityGroup", _security_group),
     Rule("no-world-ingress-rule", "No security group rule is open to the world, except 80/443.", "aws:ec2/securityGroupRule:SecurityGroupRule", _security_group_rule),
     Rule("no-world-ingress-vpc-rule", "No VPC security group ingress rule is open to the world, except 80/443.", "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", _vpc_ingress_rule),

@@ -110,8 +110,8 @@ def build_deployer(env: EnvConfig) -> Deployer:
                 f"the `pulumi` deployer needs the Pulumi CLI on PATH ({missing}); "
                 "rollback, shift, status and history do not"
             ) from None
-        return PulumiDeployer(stack, spec.get("config_key", "cutover:{color}Image"))
-    from cutover.adapters.local_deployer import LocalDeployer
+        return PulumiDeployer(stack, spec.get("config_key"), service=spec.get("service"))
+    from cutover.adapters.local_deployer import DEFAULT_LIVE_PATH, LocalDeployer
 
     per_image: dict[str, dict[str, str]] = spec.get("image_env", {})
     return LocalDeployer(
@@ -119,6 +119,8 @@ def build_deployer(env: EnvConfig) -> Deployer:
         spec["ports"],
         spec.get("env", {}),
         image_env=lambda image: per_image.get(image, {}),
+        command=spec.get("command"),  # None: ledger
+        live_path=spec.get("live_path", DEFAULT_LIVE_PATH),
     )
 
 
@@ -223,7 +225,7 @@ def build_machine(
         build_deployer(env) if with_deployer else None,
         build_lock(env, reporter.note),
         build_history(env, reporter.note),
-        HttpHealth(env.endpoints, env.smoke_checks),
+        HttpHealth(env.endpoints, env.smoke_checks, ready_path=env.ready_path),
         env.gates,
         states=build_state_store(env, reporter.note),
         analysis=build_analysis_or_refuse(env)

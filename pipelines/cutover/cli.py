@@ -460,7 +460,7 @@ def _status_once(config: envconfig.EnvConfig, as_json: bool, *, settle: bool = T
     state = build_state_store(config).load()
     if not state.version:  # what the first operation will record
         state = adopt(state, traffic, {}, time.time())
-    health = HttpHealth(config.endpoints, config.smoke_checks)
+    health = HttpHealth(config.endpoints, config.smoke_checks, ready_path=config.ready_path)
     lock = build_lock(config).holder()
     recent = build_history(config).recent(1)
     last = recent[0] if recent else None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cutover import envfile
-from cutover.adapters.http_health import DEFAULT_SMOKE_CHECKS, SmokeCheck
+from cutover.adapters.http_health import DEFAULT_READY_PATH, DEFAULT_SMOKE_CHECKS, SmokeCheck
 from cutover.machine import Gates
 from cutover.model import COLORS, BadInput, Color
 
@@ -39,6 +39,7 @@ METER_KEYS: dict[str, envfile.KeySpec] = {kind: cls.keys() for kind, cls in envf
 AWS_KEYS: envfile.KeySpec = envfile.Aws.keys()
 COLOR_KEYS = set(envfile.ColorEntry.keys())  # what the cutover_env output gives per color
 TOP_KEYS = set(envfile.EnvFile.ORDER)
+_READY_PATH = re.compile(r"^/[!-~]{0,255}$")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class EnvConfig:
     smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS
     aws: dict[str, Any] = field(default_factory=dict)
     traffic_meter: dict[str, Any] = field(default_factory=dict)  # none: `cutover retire` refuses
+    ready_path: str = DEFAULT_READY_PATH  # the health gate's path on each color
 
 
 def env_dirs() -> list[Path]:
@@ -172,6 +174,18 @@ def _check_contents(path: Path, sections: dict[str, dict[str, Any]], aws: dict[s
                     raise BadInput(
                         f"{path}: `deployer.image_env.{image}.{key}` must be a string (got {value!r})"
                     )
+        command = deployer.get("command")
+        if command is not None and (
+            not command or not all(isinstance(arg, str) and arg.strip() for arg in command)
+        ):
+            raise BadInput(
+                f'{path}: `deployer.command` must be the argv of one instance, e.g. ["python", "-m", "app"] '
+                f"(got {command!r:.80})"
+            )
+        if "live_path" in deployer and not _READY_PATH.match(deployer["live_path"]):
+            raise BadInput(
+                f"{path}: `deployer.live_path` must be a path starting with / (got {deployer['live_path']!r:.60})"
+            )
     endpoint = aws.get("endpoint_url")
     if endpoint is not None and not str(endpoint).startswith(("http://", "https://")):
         raise BadInput(f"{path}: `aws.endpoint_url` must be an http(s) URL (got {endpoint!r})")
@@ -335,6 +349,9 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         raise BadInput(f"{path}: {bad}") from None
     smoke_raw = raw.get("smoke_checks")
     smoke = DEFAULT_SMOKE_CHECKS if smoke_raw is None else _smoke_checks(path, smoke_raw)
+    ready_path = raw.get("ready_path", DEFAULT_READY_PATH)
+    if not isinstance(ready_path, str) or not _READY_PATH.fullmatch(ready_path):
+        raise BadInput(f"{path}: `ready_path` must be a path starting with / (got {ready_path!r:.60})")
     return EnvConfig(
         name=name,
         path=path,
@@ -350,4 +367,5 @@ def parse(raw: dict[str, Any], path: Path) -> EnvConfig:
         smoke_checks=smoke,
         aws=dict(aws),
         traffic_meter=dict(meter),
+        ready_path=ready_path,
     )

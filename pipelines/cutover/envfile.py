@@ -112,7 +112,8 @@ class PulumiDeployer(Section):
     TYPE: ClassVar[str] = "pulumi"
     stack: str
     work_dir: str | None = None
-    config_key: str | None = None  # e.g. "cutover:{color}Image"
+    config_key: str | None = None  # e.g. "cutover:services.<service>.{color}Image"
+    service: str | None = None  # the entry of cutover:services (and of the stack's per-service outputs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +123,8 @@ class LocalDeployer(Section):
     ports: Mapping[Color, list[int]]
     env: Mapping[str, str] | None = None
     image_env: Mapping[str, Mapping[str, str]] | None = None  # per image tag (rehearsing a bad build)
+    command: list[str] | None = None  # argv of one instance (default: `python -m ledger serve`)
+    live_path: str | None = None  # what a deploy waits for on each instance (default /health/live)
 
 
 # ------------------------------------------------------------------ lock, history, state
@@ -258,6 +261,7 @@ class EnvFile:
     gates: Mapping[str, float] | None = None  # machine.Gates fields; the rest keep their defaults
     smoke_checks: tuple[SmokeCheck, ...] | None = None  # none: http_health.DEFAULT_SMOKE_CHECKS
     traffic_meter: Meter | None = None  # none: `cutover retire` refuses
+    ready_path: str | None = None  # the health gate's path on each color (default /health/ready)
 
     ORDER: ClassVar[tuple[str, ...]] = (
         "name",
@@ -272,6 +276,7 @@ class EnvFile:
         "gates",
         "smoke_checks",
         "traffic_meter",
+        "ready_path",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,4 +314,5 @@ class EnvFile:
                 else None
             ),
             traffic_meter=METERS[meter["type"]].from_dict(meter) if meter else None,
+            ready_path=raw.get("ready_path"),
         )

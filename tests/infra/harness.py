@@ -36,6 +36,8 @@ class Registered:
     protect: bool = False
     ignore_changes: tuple[str, ...] = ()
     depends_on: frozenset[str] = frozenset()  # the depends_on option, by resource name
+    urn: str = ""  # as the engine would name it (parent type chain included)
+    alias_urns: tuple[str, ...] = ()  # its aliases' URNs, those inherited from its parents included
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Run:
                 r.protect,
                 r.ignore_changes,
                 r.depends_on,
+                r.urn,
+                r.alias_urns,
             )
             for r in self.registered
         ]
@@ -79,13 +83,7 @@ class Run:
 
 def ledger_values(run: Run, color: str) -> dict[str, Any]:
     """The Helm values of `color`'s ledger release, as the program declared them."""
-    (release,) = [
-        r
-        for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs.get("chart", "").endswith("charts/ledger") and r.inputs["values"]["color"] == color
-    ]
-    values: dict[str, Any] = release.inputs["values"]
-    return values
+    return service_values(run, "ledger", color)
 
 
 def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +103,10 @@ def _computed(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
             "arn": f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/{inputs.get('name', name)}/50dc6c495c0c9188",
             "dnsName": f"{inputs.get('name', name)}.eu-west-1.elb.amazonaws.com",
             "zoneId": "Z32O12XQLNTSW2",
+        }
+    if typ in ("aws:lb/listener:Listener", "aws:lb/listenerRule:ListenerRule"):
+        return {
+            "arn": f"arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/{name}/50dc6c495c0c9188"
         }
     if typ == "aws:lb/targetGroup:TargetGroup":
         return {
@@ -228,6 +230,52 @@ def stack_config(stack: str) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
+def parsed(stack: str, **changes: Any) -> Any:
+    """Pulumi.<stack>.yaml parsed into its StackConfig (a change of None removes the key)."""
+    from cutover_infra.config import parse
+
+    config, secrets = stack_config(stack)
+    raw: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.startswith("cutover:"):
+            try:
+                raw[key.removeprefix("cutover:")] = json.loads(value)
+            except json.JSONDecodeError:
+                raw[key.removeprefix("cutover:")] = value
+    raw.update(changes)
+    return parse(
+        {k: v for k, v in raw.items() if v is not None},
+        stack=stack,
+        region="eu-west-1",
+        is_secret=lambda key: f"cutover:{key}" in secrets,
+    )
+
+
+def services_with(stack: str, service: str, **fields: Any) -> dict[str, Any]:
+    """The stack's `cutover:services` with `service`'s entry changed (a field None: removed)."""
+    services: dict[str, Any] = json.loads(stack_config(stack)[0]["cutover:services"])
+    entry = {**services[service], **fields}
+    services[service] = {k: v for k, v in entry.items() if v is not None}
+    return services
+
+
+def section_with(stack: str, section: str, **fields: Any) -> dict[str, Any]:
+    """The stack's `cutover:<section>` object with `fields` changed."""
+    found: dict[str, Any] = json.loads(stack_config(stack)[0].get(f"cutover:{section}", "{}"))
+    return {**found, **fields}
+
+
+def service_values(run: Run, service: str, color: str) -> dict[str, Any]:
+    """The Helm values of `color`'s release of `service`, as the program declared them."""
+    (release,) = [
+        r
+        for r in run.of_type("kubernetes:helm.sh/v3:Release")
+        if r.inputs.get("name") == f"{service}-{color}"
+    ]
+    values: dict[str, Any] = release.inputs["values"]
+    return values
+
+
 def dependency_names(opts: pulumi.ResourceOptions | None) -> frozenset[str]:
     """The names of the resources a resource's depends_on option lists (the program lists
     resources, never outputs)."""
@@ -256,11 +304,44 @@ def run_program(
     pulumi.runtime.set_all_config(config, secret_keys or [])
 
     active = [True]  # the SDK keeps stack transformations across runs: only record this one
+    chains: dict[int, str] = {}  # id(resource) -> its type chain (`parent$...$type`)
+    alias_chains: dict[int, list[str]] = {}  # id(resource) -> the type chains of its aliases
+
+    def urn(chain: str, name: str) -> str:
+        return f"urn:pulumi:{stack}::cutover::{chain}::{name}"
 
     def record(args: pulumi.ResourceTransformationArgs) -> None:
         if not active[0]:
             return None
         parent = args.opts.parent if args.opts else None
+        if parent is not None and getattr(parent, "_type", None) == "pulumi:pulumi:Stack":
+            parent = None
+        parent_chain = chains.get(id(parent)) if parent is not None else None
+        chain = f"{parent_chain}${args.type_}" if parent_chain else args.type_
+        chains[id(args.resource)] = chain
+        aliases, own = [], []
+        for alias in (args.opts.aliases or []) if args.opts else []:
+            if isinstance(alias, str):
+                aliases.append(alias)
+                continue
+            assert isinstance(alias, pulumi.Alias), alias  # the program gives Alias objects, never outputs
+            unset: Any = ...  # the SDK's sentinel for a field the alias leaves as it is
+            name = args.name if alias.name is unset else str(alias.name)
+            if alias.parent is unset:
+                before = parent_chain
+            elif alias.parent is None:
+                before = None
+            else:
+                before = chains.get(id(alias.parent))
+            alias_chain = f"{before}${args.type_}" if before else args.type_
+            aliases.append(urn(alias_chain, name))
+            if name == args.name:
+                own.append(alias_chain)
+        for inherited in alias_chains.get(id(parent), []) if parent is not None else []:
+            # the engine gives a child an alias under each of its parent's aliases
+            aliases.append(urn(f"{inherited}${args.type_}", args.name))
+            own.append(f"{inherited}${args.type_}")
+        alias_chains[id(args.resource)] = own
         run.registered.append(
             Registered(
                 args.type_,
@@ -270,6 +351,8 @@ def run_program(
                 protect=bool(args.opts and args.opts.protect),
                 ignore_changes=tuple(args.opts.ignore_changes or ()) if args.opts else (),
                 depends_on=dependency_names(args.opts),
+                urn=urn(chain, args.name),
+                alias_urns=tuple(aliases),
             )
         )
         return None

@@ -295,12 +295,18 @@ def test_the_chart_alone_still_renders_its_binding() -> None:
 
 
 @pytest.mark.parametrize(
-    ("release", "fullname"),
-    [("ledger-blue", "ledger-blue"), ("payments", "payments-ledger"), ("x" * 70, "x" * 63)],
+    ("release", "name", "fullname"),
+    [
+        ("ledger-blue", "ledger", "ledger-blue"),
+        ("greeter-green", "greeter", "greeter-green"),
+        ("payments", "ledger", "payments-ledger"),
+        ("x" * 70, "ledger", "x" * 63),
+    ],
 )
-def test_chart_fullname_follows_the_chart(release: str, fullname: str) -> None:
-    assert chart_fullname(release) == fullname
-    objects = render(merged(BASE_VALUES, {"aws": {"targetGroupArn": TARGET_GROUP}}), name=release)
+def test_chart_fullname_follows_the_chart(release: str, name: str, fullname: str) -> None:
+    assert chart_fullname(release, name) == fullname
+    values = merged(BASE_VALUES, {"aws": {"targetGroupArn": TARGET_GROUP}, "nameOverride": name})
+    objects = render(values, name=release)
     (binding,) = by_kind(objects, "TargetGroupBinding")
     assert binding["spec"]["serviceRef"]["name"] == fullname
 

@@ -10,7 +10,7 @@ from cutover_infra import config as cfg
 from cutover_infra.budget import budget_for_deregistration
 from cutover_infra.config import ConfigError, StackConfig, parse
 
-from tests.infra.harness import Run, run_program, stack_config
+from tests.infra.harness import Run, run_program, services_with, stack_config
 
 
 def mutated(stack: str, **changes: object) -> tuple[dict[str, str], list[str]]:
@@ -29,8 +29,18 @@ def prod_database(**fields: object) -> dict[str, object]:
     return {**base, **fields}
 
 
+def prod_ledger(**fields: object) -> dict[str, object]:
+    """prod's services with ledger's entry changed (a field None: removed)."""
+    return services_with("prod", "ledger", **fields)
+
+
 BAD_STACKS = [
-    ("missing domain", "prod", {"domain": None}, "cutover:domain"),
+    ("missing domain", "prod", {"services": prod_ledger(domain=None)}, "cutover:services.ledger.domain"),
+    ("a key of the single-service layout", "prod", {"domain": "ledger.example.com"}, "cutover:domain"),
+    ("no services", "prod", {"services": {}}, "cutover:services"),
+    ("a service named badly", "prod", {"services": {"Ledger!": {}}}, "cutover:services.Ledger!"),
+    ("no chart", "prod", {"chart": None}, "cutover:chart"),
+    ("a chart that is not one", "prod", {"chart": "docs"}, "cutover:chart"),
     ("bad zone id", "prod", {"hostedZoneId": "example.com"}, "cutover:hostedZoneId"),
     (
         "typo in a key",
@@ -56,7 +66,12 @@ BAD_STACKS = [
         {"traffic": {"initialWeights": {"blue": 100, "green": 10}}},
         "cutover:traffic.initialWeights",
     ),
-    ("latest tag", "prod", {"greenImage": "latest"}, "cutover:greenImage"),
+    (
+        "latest tag",
+        "prod",
+        {"services": prod_ledger(greenImage="latest")},
+        "cutover:services.ledger.greenImage",
+    ),
     (
         "zone of another region",
         "prod",
@@ -64,7 +79,12 @@ BAD_STACKS = [
         "cutover:network.availabilityZones",
     ),
     ("tiny VPC", "staging", {"network": {"cidr": "10.0.0.0/24"}}, "cutover:network.cidr"),
-    ("negative drain", "prod", {"drain": {"drainSeconds": -1}}, "cutover:drain.drainSeconds"),
+    (
+        "negative drain",
+        "prod",
+        {"services": prod_ledger(drain={"drainSeconds": -1})},
+        "cutover:services.ledger.drain.drainSeconds",
+    ),
     ("no region", "prod", {"aws:region": None}, "aws:region"),
     ("existing cluster without kubeconfig", "dev", {"kubeconfig": None}, "cutover:kubeconfig"),
     ("VPC with /28 public subnets", "staging", {"network": {"cidr": "10.0.0.0/20"}}, "cutover:network.cidr"),
@@ -83,8 +103,18 @@ BAD_STACKS = [
     ),
     ("unknown tier", "prod", {"tier": "gold"}, "cutover:tier"),
     ("teardown not a bool", "prod", {"teardown": "soon"}, "cutover:teardown"),
-    ("a repository and one to create", "prod", {"registry": {"create": True}}, "cutover:imageRepository"),
-    ("a digest that is not sha256", "prod", {"greenImage": "v1@sha256:abc"}, "cutover:greenImage"),
+    (
+        "a repository and one to create",
+        "prod",
+        {"registry": {"create": True}},
+        "cutover:services.ledger.imageRepository",
+    ),
+    (
+        "a digest that is not sha256",
+        "prod",
+        {"services": prod_ledger(greenImage="v1@sha256:abc")},
+        "cutover:services.ledger.greenImage",
+    ),
     (
         "database CIDR without a prefix",
         "prod",
@@ -116,20 +146,25 @@ def test_plaintext_kubeconfig_is_refused() -> None:
 
 
 def test_nothing_is_declared_when_the_config_is_bad() -> None:
-    config, secrets = mutated("prod", domain="not a domain")
+    config, secrets = mutated("prod", services=prod_ledger(domain="not a domain"))
     run = Run()
-    with pytest.raises(Exception, match="cutover:domain"):
+    with pytest.raises(Exception, match=r"cutover:services\.ledger\.domain"):
         run_program("prod", config, secrets, run=run)
     assert run.registered == [] and run.inputs == {}
 
 
 def test_defaults_follow_the_environment() -> None:
     common = {
-        "domain": "ledger.example.com",
         "hostedZoneId": "Z0PRODEXAMPLE1234",
-        "imageRepository": "r",
-        "blueImage": "v1",
-        "greenImage": "v1",
+        "chart": "charts/ledger",
+        "services": {
+            "api": {
+                "domain": "api.example.com",
+                "imageRepository": "r",
+                "blueImage": "v1",
+                "greenImage": "v1",
+            }
+        },
         # a created cluster names who may reach it, and where its API endpoint is public to
         "cluster": {
             "access": {"admins": ["arn:aws:iam::123456789012:role/admin"]},
@@ -148,18 +183,18 @@ def test_defaults_follow_the_environment() -> None:
             is_secret=lambda _k: False,
         )
     assert prod.protect and prod.network.nat_gateway_per_az and prod.database.backup_retention_days == 14
-    assert prod.drain.pre_stop_sleep == 15 and prod.drain.termination_grace == 45
+    assert prod.services[0].drain.pre_stop_sleep == 15 and prod.services[0].drain.termination_grace == 45
 
 
 # ------------------------------------------------------------- each default in one place
 
 ADMIN_ROLE = "arn:aws:iam::123456789012:role/admin"
 MINIMAL = {
-    "domain": "ledger.example.com",
     "hostedZoneId": "Z0PRODEXAMPLE1234",
-    "imageRepository": "r",
-    "blueImage": "v1",
-    "greenImage": "v1",
+    "chart": "charts/ledger",
+    "services": {
+        "api": {"domain": "api.example.com", "imageRepository": "r", "blueImage": "v1", "greenImage": "v1"}
+    },
     "cluster": {"access": {"admins": [ADMIN_ROLE]}, "endpointPublicAccess": False},
 }
 
@@ -174,12 +209,24 @@ def test_unset_keys_take_the_dataclass_defaults() -> None:
     assert got.network == cfg.NetworkConfig(availability_zones=("eu-west-1a", "eu-west-1b", "eu-west-1c"))
     assert got.cluster == cfg.ClusterConfig(access=cfg.ClusterAccess(admins=(ADMIN_ROLE,)))
     assert dataclasses.replace(got.database, cidr="") == cfg.DatabaseConfig()
-    assert got.colors == {color: cfg.ColorConfig("v1") for color in cfg.COLORS}
+    (service,) = got.services
+    assert service.colors == {color: cfg.ColorConfig("v1") for color in cfg.COLORS}
+    assert (service.port, service.health, service.database) == (
+        8000,
+        cfg.HealthPaths(),
+        cfg.ServiceDatabase(),
+    )
+    assert (service.cutover_env, service.env, service.secret_env, service.autoscaling) == (
+        "dev-api",
+        {},
+        {},
+        None,
+    )
     assert got.traffic == cfg.TrafficConfig()
     assert got.load_balancer == cfg.LoadBalancerConfig()
     assert got.registry == cfg.RegistryConfig()
     drain = cfg.DrainConfig()
-    assert got.drain == budget_for_deregistration(
+    assert service.drain == budget_for_deregistration(
         drain.deregistration_delay_seconds,
         drain.drain_seconds,
         drain.shutdown_timeout_seconds,
@@ -218,6 +265,10 @@ CHANGED_DEFAULTS: dict[tuple[str, str], object] = {
     ("DrainConfig", "shutdown_timeout_seconds"): 30.0,
     ("DrainConfig", "margin_seconds"): 6,
     ("StackConfig", "teardown"): True,
+    ("ServiceConfig", "port"): 9000,
+    ("HealthPaths", "live"): "/livez",
+    ("HealthPaths", "ready"): "/readyz",
+    ("HealthPaths", "startup"): "/startupz",
 }
 # ... and the defaulted fields whose default the parser derives from other values (documented
 # beside the field) or that the stack must choose.
@@ -236,10 +287,18 @@ DERIVED_DEFAULTS = {
     ("StackConfig", "tier"),  # the environment
     ("StackConfig", "load_balancer"),  # sections, parsed from their own keys
     ("StackConfig", "registry"),
+    ("DatabaseConfig", "name"),  # required once a service asks for the provisioned database
+    ("ServiceConfig", "health"),  # sections (HealthPaths) or empty unless the service sets them
+    ("ServiceConfig", "database"),
+    ("ServiceConfig", "env"),
+    ("ServiceConfig", "secret_env"),
+    ("ServiceConfig", "autoscaling"),
+    ("ServiceConfig", "chart_values"),
+    ("ServiceConfig", "chart"),  # cutover:chart
 }
 SECTIONS = (
     "NetworkConfig", "ClusterConfig", "DatabaseConfig", "ColorConfig", "TrafficConfig",
-    "LoadBalancerConfig", "RegistryConfig", "DrainConfig", "StackConfig",
+    "LoadBalancerConfig", "RegistryConfig", "DrainConfig", "StackConfig", "ServiceConfig", "HealthPaths",
 )  # fmt: skip
 
 
@@ -273,16 +332,19 @@ def test_the_parser_takes_each_default_from_its_dataclass(monkeypatch: pytest.Mo
         "shutdown_timeout_seconds": "shutdown_timeout",
         "margin_seconds": "margin",
     }
+    (service,) = got.services
     parsed: dict[str, object] = {
         "NetworkConfig": got.network,
         "ClusterConfig": got.cluster,
         "DatabaseConfig": got.database,
-        "ColorConfig": got.colors["green"],
+        "ColorConfig": service.colors["green"],
         "TrafficConfig": got.traffic,
         "LoadBalancerConfig": got.load_balancer,
         "RegistryConfig": got.registry,
-        "DrainConfig": got.drain,
+        "DrainConfig": service.drain,
         "StackConfig": got,
+        "ServiceConfig": service,
+        "HealthPaths": service.health,
     }
     wrong = []
     for (section, name), value in CHANGED_DEFAULTS.items():
@@ -292,7 +354,7 @@ def test_the_parser_takes_each_default_from_its_dataclass(monkeypatch: pytest.Mo
                 f"{section}.{name}: parsed {getattr(parsed[section], attribute)!r}, declared {value!r}"
             )
     assert wrong == []
-    assert got.cluster.node_desired == 3 and got.colors["blue"].replicas == 4  # nodeMin; both colors
+    assert got.cluster.node_desired == 3 and service.colors["blue"].replicas == 4  # nodeMin; both colors
 
 
 def test_production_defaults_live_in_one_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,13 +368,13 @@ def test_production_defaults_live_in_one_mapping(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setitem(cfg.PRODUCTION_DEFAULTS, key, value)
     prod = parse_minimal("prod")
     assert (prod.network.nat_gateway_per_az, prod.database.backup_retention_days) == (False, 21)
-    assert {c.replicas for c in prod.colors.values()} == {5}
+    assert {c.replicas for c in prod.services[0].colors.values()} == {5}
     assert prod.database.multi_az and prod.database.deletion_protection and prod.protect
     dev = parse_minimal("dev")  # the non-production tier keeps the dataclasses' defaults
     assert (
         dev.network.nat_gateway_per_az,
         dev.database.backup_retention_days,
-        dev.colors["blue"].replicas,
+        dev.services[0].colors["blue"].replicas,
     ) == (
         False,
         7,
@@ -324,11 +386,13 @@ SECTION_PARSERS = [
     ("network", "_network"),
     ("cluster", "_cluster"),
     ("database", "_database"),
-    ("colors", "_colors"),
+    ("services.colors", "_colors"),
     ("traffic", "_traffic"),
-    ("drain", "_drain"),
+    ("services.drain", "_drain"),
     ("load_balancer", "_load_balancer"),
     ("registry", "_registry"),
+    ("services.health", "_health"),
+    ("services.database", "_service_database"),
 ]
 
 
@@ -346,8 +410,8 @@ def test_each_section_is_parsed_by_its_own_function(
     monkeypatch.setattr(cfg, function, spy)
     got = parse_minimal()
     assert len(results) == 1
-    section = results[0][0] if function == "_registry" else results[0]  # type: ignore[index]
-    assert getattr(got, attribute) is section
+    holder: object = got.services[0] if attribute.startswith("services.") else got
+    assert getattr(holder, attribute.removeprefix("services.")) is results[0]
 
 
 @pytest.mark.parametrize("zones", [3, "eu-west-1a", [1, 2], ["eu-west-1a", None]])

@@ -120,17 +120,19 @@ def test_the_releases_wait_for_their_login_policies(prod: Run) -> None:
 
 def test_database_user_arn_follows_the_instance_arn() -> None:
     assert (
-        database_user_arn("arn:aws:rds:eu-west-1:123456789012:db:cutover-prod-ledger", "db-XYZ")
+        database_user_arn("arn:aws:rds:eu-west-1:123456789012:db:cutover-prod-ledger", "db-XYZ", "ledger_app")
         == "arn:aws:rds-db:eu-west-1:123456789012:dbuser:db-XYZ/ledger_app"
     )
     assert database_user_arn("arn:aws-cn:rds:cn-north-1:123456789012:db:x", "db-1", "other").startswith(
         "arn:aws-cn:rds-db:cn-north-1:123456789012:dbuser:db-1/other"
     )
     with pytest.raises(ValueError, match="not an RDS instance ARN"):
-        database_user_arn("arn:aws:iam::123456789012:role/x", "db-1")
+        database_user_arn("arn:aws:iam::123456789012:role/x", "db-1", "ledger_app")
 
 
 def test_login_urls_carry_no_password_and_require_tls() -> None:
-    login = DatabaseLogin("db.example", 5432, "ledger", "eu-west-1", "arn:secret", "arn:app", "arn:migrate")
+    login = DatabaseLogin(
+        "db.example", 5432, "ledger", "eu-west-1", "arn:secret", "arn:app", "arn:migrate", "ledger_app"
+    )
     assert login.app_url == "postgresql://ledger_app@db.example:5432/ledger?sslmode=require"
     assert login.migration_url == "postgresql://db.example:5432/ledger?sslmode=require"

@@ -10,6 +10,7 @@ value held in Pulumi's state (CLOUD-FACTS: Pulumi)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import boto3
 import pulumi
 import pytest
-from cutover_infra.config import ConfigError, parse
+from cutover_infra.config import ConfigError, SecretRef, ServiceDatabase
 from cutover_infra.values import (
     LiveTraffic,
     chart_values,
@@ -36,7 +37,17 @@ from cutover.adapters.route53 import Route53Router
 from cutover.local import strict_route53
 from cutover.model import Traffic
 from tests.charts.helpers import render
-from tests.infra.harness import RecordingMocks, Registered, Run, ledger_values, run_program, stack_config
+from tests.infra.harness import (
+    RecordingMocks,
+    Registered,
+    Run,
+    ledger_values,
+    parsed,
+    run_program,
+    section_with,
+    services_with,
+    stack_config,
+)
 from tests.pipelines.cli_env import AWS_ENV
 
 DOMAIN = "ledger.example.com"  # Pulumi.prod.yaml
@@ -391,42 +402,31 @@ def test_lock_refusal_reads_cutovers_lock_item() -> None:
 # --------------------------------------------------------------------------- 7: the database CIDR
 
 
-def parsed(stack: str, **changes: Any) -> Any:
-    config, secrets = stack_config(stack)
-    raw: dict[str, Any] = {}
-    for key, value in config.items():
-        if key.startswith("cutover:"):
-            try:
-                raw[key.removeprefix("cutover:")] = json.loads(value)
-            except json.JSONDecodeError:
-                raw[key.removeprefix("cutover:")] = value
-    raw.update(changes)
-    return parse(
-        {k: v for k, v in raw.items() if v is not None},
-        stack=stack,
-        region="eu-west-1",
-        is_secret=lambda key: f"cutover:{key}" in secrets,
-    )
-
-
 def test_the_database_cidr_is_the_narrowest_block_of_the_private_subnets() -> None:
     assert parsed("prod").database.cidr == "10.20.0.0/18"  # three /20 private subnets
     assert parsed("staging").database.cidr == "10.30.0.0/19"  # two
     assert parsed("dev").database.cidr == "10.10.0.0/16"  # an existing cluster: its VPC
-    assert parsed("dev", database={"cidr": "10.10.32.0/20"}).database.cidr == "10.10.32.0/20"
+    assert (
+        parsed("dev", database=section_with("dev", "database", cidr="10.10.32.0/20")).database.cidr
+        == "10.10.32.0/20"
+    )
     with pytest.raises(ConfigError, match=r"cutover:database\.cidr .*fix:"):
-        parsed("dev", database={"cidr": "10.10.0.0"})
+        parsed("dev", database=section_with("dev", "database", cidr="10.10.0.0"))
 
 
 def test_the_chart_limits_postgres_egress_to_the_database_cidr() -> None:
+    service = dataclasses.replace(
+        parsed("prod").services[0],
+        database=ServiceDatabase("secret", url=SecretRef("ledger-database", "DATABASE_URL")),
+    )
     values = chart_values(
+        service=service,
         color="blue",
         image_repository="123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger",
         image_tag="v1",
         replicas=2,
-        database_secret="ledger-database",
         target_group_arn="",
-        budget=parsed("prod").drain,
+        budget=service.drain,
         vpc_cidr="10.20.0.0/16",
         database_cidr="10.20.0.0/18",
     )
@@ -471,13 +471,14 @@ def test_the_alb_idle_timeout_is_config_and_the_app_keep_alive_must_outlive_it()
 
 
 def test_chart_values_maps_the_keep_alive_and_digest_kwargs() -> None:
+    service = parsed("dev").services[1]  # greeter: no database
     common: dict[str, Any] = {
+        "service": service,
         "color": "green",
         "image_repository": "r",
         "replicas": 2,
-        "database_secret": "s",
         "target_group_arn": "",
-        "budget": parsed("prod").drain,
+        "budget": service.drain,
         "vpc_cidr": "10.0.0.0/16",
     }
     values = chart_values(image_tag="v1", idle_timeout_seconds=100, **common)
@@ -498,9 +499,9 @@ def test_chart_values_maps_the_keep_alive_and_digest_kwargs() -> None:
 
 def test_an_image_pinned_by_digest_is_accepted_deployed_by_digest_and_exported() -> None:
     assert split_image(f"v1.5.0@{DIGEST}") == ("v1.5.0", DIGEST) and split_image("v1") == ("v1", "")
-    config, secrets = prod(blueImage=f"v1.5.0@{DIGEST}")
+    config, secrets = prod(services=services_with("prod", "ledger", blueImage=f"v1.5.0@{DIGEST}"))
     run = run_program("prod", config, secrets)
-    assert run.outputs["imageDigests"]["blue"] == DIGEST  # pinned: no registry lookup needed
+    assert run.outputs["imageDigests"]["ledger"]["blue"] == DIGEST  # pinned: no registry lookup needed
     image = ledger_values(run, "blue")["image"]
     assert (image["tag"], image["digest"]) == ("v1.5.0", DIGEST)
     deployment = next(
@@ -510,12 +511,14 @@ def test_an_image_pinned_by_digest_is_accepted_deployed_by_digest_and_exported()
     )
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f"/ledger@{DIGEST}")
     for bad in ("v1@sha256:abc", "v1@md5:" + "c" * 64):
-        with pytest.raises(ConfigError, match="cutover:blueImage"):
-            parsed("prod", blueImage=bad)
+        with pytest.raises(ConfigError, match=r"cutover:services\.ledger\.blueImage"):
+            parsed("prod", services=services_with("prod", "ledger", blueImage=bad))
 
 
 def test_without_an_image_repository_the_program_creates_an_ecr_repository_and_deploys_from_it() -> None:
-    config, secrets = prod(imageRepository=None, registry={"keepImages": 30})
+    config, secrets = prod(
+        services=services_with("prod", "ledger", imageRepository=None), registry={"keepImages": 30}
+    )
     run = run_program("prod", config, secrets)
     repo = run.one("aws:ecr/repository:Repository")
     assert repo.parent_type == "cutover:registry:Registry" and repo.protect
@@ -525,9 +528,11 @@ def test_without_an_image_repository_the_program_creates_an_ecr_repository_and_d
     policy = json.loads(run.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])
     assert policy["rules"][0]["selection"]["countNumber"] == 30
     url = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cutover/prod/ledger"
-    assert run.outputs["imageRepository"] == url
+    assert run.outputs["imageRepositories"]["ledger"] == url
     assert ledger_values(run, "green")["image"]["repository"] == url
-    with pytest.raises(ConfigError, match=r"cutover:imageRepository is set while registry\.create is true"):
+    with pytest.raises(
+        ConfigError, match=r"cutover:services\.ledger\.imageRepository is set while registry\.create is true"
+    ):
         parsed("prod", registry={"create": True})
 
 
@@ -543,12 +548,12 @@ def test_production_behaviour_follows_the_tier_not_the_stack_name() -> None:
     settings = parsed(
         "prod",
         tier="non-production",
-        database={"instanceClass": "db.t4g.medium"},
+        database={"name": "ledger", "instanceClass": "db.t4g.medium"},
         network={"cidr": "10.20.0.0/16"},
         protect=None,
     )
     assert not settings.is_production and not settings.protect and not settings.database.multi_az
-    assert not settings.network.nat_gateway_per_az and settings.colors["blue"].replicas == 3
+    assert not settings.network.nat_gateway_per_az and settings.services[0].colors["blue"].replicas == 3
     with pytest.raises(ConfigError, match="cutover:tier must be production or non-production"):
         parsed("prod", tier="prod")
 

@@ -113,14 +113,15 @@ def test_the_guide_sets_every_required_key_and_the_program_builds_it(released: R
     assert released.violations == []
     assert len(released.resources) > 60
     config = replay(shell_lines())
-    assert config["cutover:blueImage"].startswith("v0.1.0@sha256:")
+    assert config["cutover:services"]["ledger"]["blueImage"].startswith("v0.1.0@sha256:")
     assert config["cutover:cluster"]["publicAccessCidrs"] == ["198.51.100.7/32"]
 
 
 def test_the_names_the_guide_uses_are_the_ones_the_program_declares(released: Run) -> None:
     text = GUIDE.read_text()
     (registry,) = released.of_type("cutover:registry:Registry")
-    assert f"'urn:pulumi:{STACK}::cutover::cutover:registry:Registry::{registry.name}'" in text
+    urn = f"urn:pulumi:{STACK}::cutover::cutover:service:BlueGreenService$cutover:registry:Registry::{registry.name}"
+    assert f"'{urn}'" in text
     (repository,) = released.of_type("aws:ecr/repository:Repository")
     assert f"--repository-name {repository.inputs['name']} " in text
     (cluster,) = released.of_type("aws:eks/cluster:Cluster")
@@ -152,12 +153,12 @@ def test_the_replay_follows_the_cli_rules() -> None:
         [
             "pulumi config set --path 'cutover:cluster.access.admins[0]' arn:aws:iam::1:role/a",
             "pulumi config set --path cutover:cluster.endpointPublicAccess false",
-            "pulumi config set --path cutover:drain.drainSeconds 3",
+            "pulumi config set --path cutover:services.api.drain.drainSeconds 3",
             "pulumi config set cutover:teardown true",
         ]
     )
     assert config == {
         "cutover:cluster": {"access": {"admins": ["arn:aws:iam::1:role/a"]}, "endpointPublicAccess": False},
-        "cutover:drain": {"drainSeconds": 3},
+        "cutover:services": {"api": {"drain": {"drainSeconds": 3}}},
         "cutover:teardown": "true",
     }

@@ -11,7 +11,7 @@ from cutover_infra.values import TLS_POLICY, DatabaseLogin, chart_values
 
 from cutover.envconfig import parse as parse_env
 from tests.charts.helpers import NEWEST, render, validate
-from tests.infra.harness import Run, run_program
+from tests.infra.harness import Run, parsed, run_program
 
 STACKS = ("dev", "staging", "prod")
 
@@ -49,8 +49,12 @@ def test_components_own_their_children(stack: tuple[str, Run]) -> None:
         "dns",
     }
     for resource in run.resources:
-        if resource.type.startswith("cutover:"):
-            assert resource.parent_type is None, resource  # components sit at the top of the stack
+        if resource.type == "cutover:service:BlueGreenService" or (
+            resource.type.startswith("cutover:") and (resource.parent_type is None)
+        ):
+            assert resource.parent_type is None, resource  # components sit at the top of the stack ...
+        elif resource.type.startswith("cutover:"):  # ... or are a service's parts
+            assert resource.parent_type == "cutover:service:BlueGreenService", resource
         else:
             assert resource.parent_type and resource.parent_type.startswith("cutover:"), resource
 
@@ -185,6 +189,7 @@ def test_namespaces_and_the_chart_values_render_for_real(prod: Run) -> None:
         # The chart's own TargetGroupBinding off: the App declares it before the pods.
         assert values == without_chart_binding(
             chart_values(
+                service=parsed("prod").services[0],
                 color=color,
                 image_repository="123456789012.dkr.ecr.eu-west-1.amazonaws.com/ledger",
                 image_tag="v1.4.1",
@@ -203,6 +208,7 @@ def test_namespaces_and_the_chart_values_render_for_real(prod: Run) -> None:
                     master_secret_arn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!prod-database-postgres",
                     app_role_arn=f"arn:aws:mock:eu-west-1:123456789012:prod-{color}-app-db-login",
                     migration_role_arn=f"arn:aws:mock:eu-west-1:123456789012:prod-{color}-app-migrate",
+                    user="ledger_app",
                 ),
             )
         )

@@ -246,7 +246,7 @@ def test_an_existing_clusters_vpc_cidr_must_be_an_ipv4_block(cidr: str) -> None:
     (the database CIDR defaults to it), where Helm or the NetworkPolicy failed much later."""
     from cutover_infra.config import ConfigError
 
-    from tests.infra.test_day2 import parsed
+    from tests.infra.harness import parsed
 
     dev = parsed("dev")
     cluster = {

@@ -112,3 +112,61 @@ def test_automation_up_refreshes_first_and_passes_the_lock_owner_to_the_program_
     assert kwargs["refresh"] is True and kwargs["target"] == GREEN_URNS and kwargs["target_dependents"]
     assert env_during_up == {"PULUMI_CONFIG_PASSPHRASE": "x", LOCK_OWNER_ENV: "alice@laptop"}
     assert fake.workspace.env_vars == {"PULUMI_CONFIG_PASSPHRASE": "x"} and lines == ["Refreshing (prod)"]
+
+
+# --------------------------------------------------------------------------- one service of several
+
+GREETER_URNS = [
+    "urn:pulumi:dev::cutover::cutover:service:BlueGreenService$cutover:app:App::dev-greeter-green-app"
+]
+
+
+def test_a_service_of_a_multi_service_stack_deploys_with_its_own_keys_and_outputs() -> None:
+    """`service` picks the service's config entry, its exported targets and its digests: the
+    other services' images, colors and resources are never touched."""
+    stack = FakeStack(
+        outputs={
+            "cutover_envs": {
+                "ledger": {"colors": {"green": {"urns": GREEN_URNS}}},
+                "greeter": {"colors": {"green": {"urns": GREETER_URNS}}},
+            },
+            "imageDigests": {
+                "ledger": {"green": "sha256:" + "a" * 64},
+                "greeter": {"green": "sha256:" + "b" * 64},
+            },
+        }
+    )
+    stack.config["cutover:services.greeter.greenImage"] = "v0.1.0"
+    stack.config["cutover:services.greeter.colors"] = '{"green": {"replicas": 0, "replicasBeforeRetire": 2}}'
+    deployer = PulumiDeployer(stack, service="greeter")
+    assert deployer.config_key == "cutover:services.greeter.{color}Image"
+    assert deployer.current_image("green") == "v0.1.0"
+    digest = deployer.deploy("green", "v0.2.0", lambda _line: None)
+    ((targets, during),) = stack.ups
+    assert targets == GREETER_URNS and digest == "sha256:" + "b" * 64
+    assert during["cutover:services.greeter.greenImage"] == "v0.2.0"
+    assert during["cutover:services.greeter.colors"] == '{"green": {"replicas": 2}}'  # un-retired
+    assert (during["cutover:greenImage"], during["cutover:blueImage"]) == ("v0", "v1")  # not ledger's keys
+
+
+def test_a_service_the_stack_does_not_export_changes_nothing() -> None:
+    stack = FakeStack(outputs={"cutover_envs": {"ledger": {"colors": {"green": {"urns": GREEN_URNS}}}}})
+    before = dict(stack.config)
+    with pytest.raises(RuntimeError, match=r"cutover_envs\.greeter\.colors\.green\.urns is empty"):
+        PulumiDeployer(stack, service="greeter").deploy("green", "v2", lambda _line: None)
+    assert stack.config == before and stack.ups == []
+
+
+def test_the_automation_stack_sets_a_service_key_by_path() -> None:
+    calls: list[tuple[str, str, bool]] = []
+
+    class Stack:
+        def set_config(self, key: str, value: Any, *, path: bool = False) -> None:
+            calls.append((key, value.value, path))
+
+    automation = AutomationStack.__new__(AutomationStack)  # no Pulumi CLI here: the fake stands in
+    vars(automation)["_stack"] = Stack()
+    vars(automation)["_automation"] = SimpleNamespace(ConfigValue=lambda value: SimpleNamespace(value=value))
+    automation.set_config("cutover:services.greeter.greenImage", "v2")
+    automation.set_config("cutover:greenImage", "v2")
+    assert calls == [("cutover:services.greeter.greenImage", "v2", True), ("cutover:greenImage", "v2", False)]

@@ -171,7 +171,7 @@ a connection the app has just closed and answers 502. The same rule is
 
 {{/* password-file mode: the Secret, mounted read-only (not with subPath: those never update). */}}
 {{- define "ledger.passwordVolumeMount" -}}
-{{- if eq .Values.database.auth "password-file" }}
+{{- if and .Values.database.enabled (eq .Values.database.auth "password-file") }}
 - name: database-password
   mountPath: {{ include "ledger.passwordDir" . }}
   readOnly: true
@@ -179,7 +179,7 @@ a connection the app has just closed and answers 502. The same rule is
 {{- end }}
 
 {{- define "ledger.passwordVolume" -}}
-{{- if eq .Values.database.auth "password-file" }}
+{{- if and .Values.database.enabled (eq .Values.database.auth "password-file") }}
 - name: database-password
   secret:
     secretName: {{ required "database.passwordFile.secretName is required when database.auth is password-file: the Secret holding ledger_app's password" .Values.database.passwordFile.secretName }}
@@ -202,6 +202,100 @@ a connection the app has just closed and answers 502. The same rule is
   value: {{ required "migrations.database.url is required when migrations.database.auth is secrets-manager: the URL without a password" $db.url | quote }}
 - name: DATABASE_SECRET_ARN
   value: {{ required "migrations.database.secretArn is required when migrations.database.auth is secrets-manager: the RDS master user secret's ARN" $db.secretArn | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the migration Job (and its ServiceAccount and NetworkPolicy) is rendered. */}}
+{{- define "ledger.migrations" -}}
+{{- if and .Values.database.enabled .Values.migrations.enabled }}true{{ end -}}
+{{- end }}
+
+{{/*
+The environment the chart sets: the platform's contract (HOST, PORT, COLOR, APP_VERSION,
+INSTANCE_ID, DRAIN_SECONDS, SHUTDOWN_TIMEOUT_SECONDS, HTTP_KEEP_ALIVE_SECONDS), the database
+login (database.enabled), and ledger's own settings (cluster.enabled, rateLimitPerMinute,
+trustedProxies, logFormat, logLevel; each left out when switched off or null).
+env and secretEnv may not name any of these (ledger.userEnv).
+*/}}
+{{- define "ledger.platformEnv" -}}
+{{- if .Values.database.enabled -}}
+{{ include "ledger.databaseEnv" . }}
+{{ end -}}
+- name: HOST
+  value: "0.0.0.0"
+- name: PORT
+  value: {{ .Values.containerPort | quote }}
+- name: COLOR
+  value: {{ .Values.color | quote }}
+- name: APP_VERSION
+  value: {{ .Values.image.tag | quote }}
+- name: INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: DRAIN_SECONDS
+  value: {{ .Values.drainSeconds | quote }}
+- name: SHUTDOWN_TIMEOUT_SECONDS
+  value: {{ .Values.shutdownTimeoutSeconds | quote }}
+- name: HTTP_KEEP_ALIVE_SECONDS
+  value: {{ include "ledger.keepAliveSeconds" . | quote }}
+{{- if .Values.cluster.enabled }}
+- name: CLUSTER_DISCOVERY
+  value: {{ printf "dns:%s.%s.svc.cluster.local" (include "ledger.headlessName" .) .Release.Namespace | quote }}
+- name: CLUSTER_INTERVAL_SECONDS
+  value: {{ .Values.clusterIntervalSeconds | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.rateLimitPerMinute) }}
+- name: RATE_LIMIT_PER_MINUTE
+  value: {{ .Values.rateLimitPerMinute | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.trustedProxies) }}
+- name: TRUSTED_PROXIES
+  value: {{ join "," .Values.trustedProxies | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.logFormat) }}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.logLevel) }}
+- name: LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The service's own variables, sorted by name: env (plain values), then secretEnv (from
+Secrets). Neither may name a variable the chart sets (ledger.platformEnv) or any DATABASE_*
+(database.* owns those, on or off), and no name may be in both: rendering fails naming it.
+*/}}
+{{- define "ledger.userEnv" -}}
+{{- $reserved := dict -}}
+{{- range (include "ledger.platformEnv" . | fromYamlArray) -}}
+{{- $_ := set $reserved .name true -}}
+{{- end -}}
+{{- $env := default dict .Values.env -}}
+{{- $secretEnv := default dict .Values.secretEnv -}}
+{{- range $source, $vars := dict "env" $env "secretEnv" $secretEnv -}}
+{{- range $name, $_ := $vars -}}
+{{- if hasKey $reserved $name -}}
+{{- fail (printf "%s.%s: %s is set by the chart itself (the platform's contract or one of the chart's values, see README \"Environment\"); it cannot be overridden: remove it from %s" $source $name $name $source) -}}
+{{- else if hasPrefix "DATABASE_" $name -}}
+{{- fail (printf "%s.%s: DATABASE_* variables belong to the chart's database settings (database.*), even with database.enabled false; rename it or remove it from %s" $source $name $source) -}}
+{{- else if and (eq $source "secretEnv") (hasKey $env $name) -}}
+{{- fail (printf "secretEnv.%s: %s is also in env; keep it in one of them" $name $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $value := $env }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- range $name, $ref := $secretEnv }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secretName }}
+      key: {{ $ref.key }}
 {{- end }}
 {{- end }}
 

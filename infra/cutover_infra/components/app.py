@@ -1,7 +1,8 @@
-"""One color of ledger in Kubernetes: its namespace (pod readiness gates on), the IAM roles
-its pods and its migration Job log in to Postgres with (IRSA: no password in Kubernetes or
-in Pulumi's state), its TargetGroupBinding (declared here, before the pods) and
-charts/ledger installed with the values `chart_values` computes."""
+"""One color of a service in Kubernetes: its namespace (pod readiness gates on), the IAM
+roles its pods and its migration Job log in to Postgres with when it uses the stack's
+database (IRSA: no password in Kubernetes or in Pulumi's state), its TargetGroupBinding
+(declared here, before the pods) and the service chart installed with the values
+`chart_values` computes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pulumi_kubernetes as k8s
 
 from cutover_infra.budget import DrainBudget
 from cutover_infra.components.load_balancer_controller import irsa_trust_policy
+from cutover_infra.config import ServiceConfig
 from cutover_infra.values import (
-    CHART_PATH,
     DatabaseLogin,
     chart_values,
     database_connect_policy,
@@ -25,22 +26,23 @@ from cutover_infra.values import (
     master_secret_read_policy,
     migration_service_account,
     namespace,
+    release_name,
     tags,
 )
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
-CHART_NAME = "ledger"  # charts/ledger/Chart.yaml
 SERVICE_PORT = 80  # the chart's default service.port (the values leave it)
 
 
-def chart_fullname(release: str, chart: str = CHART_NAME) -> str:
-    """The chart's `ledger.fullname` (no overrides): its Service's and TargetGroupBinding's name."""
-    name = release if chart in release else f"{release}-{chart}"
-    return name[:63].removesuffix("-")
+def chart_fullname(release: str, name: str) -> str:
+    """The chart's fullname helper with nameOverride=`name` (what the program sets: the
+    service's name): its Service's and TargetGroupBinding's name."""
+    fullname = release if name in release else f"{release}-{name}"
+    return fullname[:63].removesuffix("-")
 
 
 def target_group_binding_spec(service: str, port: int, target_group_arn: str) -> dict[str, Any]:
-    """The spec charts/ledger/templates/targetgroupbinding.yaml renders (ip targets)."""
+    """The spec the chart's templates/targetgroupbinding.yaml renders (ip targets)."""
     return {
         "targetGroupARN": target_group_arn,
         "targetType": "ip",
@@ -67,7 +69,7 @@ def _waits_for(opts: pulumi.ResourceOptions | None) -> list[pulumi.Resource]:
 
 @dataclass
 class AppDatabase:
-    """The database as the color's logins need it (outputs of the Database component)."""
+    """The stack's database as the color's logins need it (outputs of the Database component)."""
 
     address: pulumi.Input[str]
     port: pulumi.Input[int]
@@ -81,12 +83,14 @@ class AppDatabase:
 @dataclass
 class AppArgs:
     environment: str
+    service: ServiceConfig
+    chart: str  # the chart's directory, relative to the repository (or absolute)
     color: str
     region: str
     image_repository: str
     image_tag: str
     replicas: int
-    database: AppDatabase
+    database: AppDatabase | None  # the stack's database, for a service in `provisioned` mode
     target_group_arn: pulumi.Input[str]
     budget: DrainBudget
     vpc_cidr: str
@@ -102,7 +106,8 @@ class App(pulumi.ComponentResource):
         super().__init__("cutover:app:App", name, None, opts)
         self._policies: list[aws.iam.RolePolicy] = []
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        ns = namespace(args.color)
+        service = args.service.name
+        ns = namespace(service, args.color)
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-ns",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -111,36 +116,55 @@ class App(pulumi.ComponentResource):
                     # Pods count as ready only once their ALB target is healthy.
                     "elbv2.k8s.aws/pod-readiness-gate-inject": "enabled",
                     "app.kubernetes.io/part-of": "cutover",
+                    "app.kubernetes.io/name": service,
                     "color": args.color,
                 },
             ),
             opts=k8s_opts,
         )
-        release_name = f"ledger-{args.color}"
-        base_tags = tags(args.environment, color=args.color)
-        app_role = self._role(
-            f"{name}-db-login",
-            args,
-            ns,
-            chart_fullname(release_name),
-            pulumi.Output.all(args.database.instance_arn, args.database.resource_id).apply(
-                lambda v: database_connect_policy(database_user_arn(v[0], v[1]))
-            ),
-            base_tags,
-        )
-        migration_role = self._role(
-            f"{name}-migrate",
-            args,
-            ns,
-            migration_service_account(chart_fullname(release_name)),
-            pulumi.Output.from_input(args.database.master_secret_arn).apply(master_secret_read_policy),
-            base_tags,
-        )
+        release = release_name(service, args.color)
+        fullname = chart_fullname(release, service)
+        base_tags = tags(args.environment, service=service, color=args.color)
+        login: pulumi.Output[DatabaseLogin | None] = pulumi.Output.from_input(None)
         db = args.database
-        values = pulumi.Output.all(
-            args.target_group_arn, db.address, db.port, db.master_secret_arn, app_role.arn, migration_role.arn
-        ).apply(
+        if db is not None:
+            user = args.service.database.user
+            app_role = self._role(
+                f"{name}-db-login",
+                args,
+                ns,
+                fullname,
+                pulumi.Output.all(db.instance_arn, db.resource_id).apply(
+                    lambda v: database_connect_policy(database_user_arn(v[0], v[1], user))
+                ),
+                base_tags,
+            )
+            migration_role = self._role(
+                f"{name}-migrate",
+                args,
+                ns,
+                migration_service_account(fullname),
+                pulumi.Output.from_input(db.master_secret_arn).apply(master_secret_read_policy),
+                base_tags,
+            )
+            login = pulumi.Output.all(
+                db.address, db.port, db.master_secret_arn, app_role.arn, migration_role.arn
+            ).apply(
+                lambda v: DatabaseLogin(
+                    address=v[0],
+                    port=int(v[1]),
+                    database=db.name,
+                    region=args.region,
+                    master_secret_arn=v[2],
+                    app_role_arn=v[3],
+                    migration_role_arn=v[4],
+                    user=user,
+                )
+            )
+        database_cidr = db.cidr if db is not None else ""
+        values = pulumi.Output.all(args.target_group_arn, login).apply(
             lambda v: chart_values(
+                service=args.service,
                 color=args.color,
                 image_repository=args.image_repository,
                 image_tag=args.image_tag,
@@ -148,18 +172,10 @@ class App(pulumi.ComponentResource):
                 target_group_arn=v[0],
                 budget=args.budget,
                 vpc_cidr=args.vpc_cidr,
-                database_cidr=db.cidr,
+                database_cidr=database_cidr,
                 idle_timeout_seconds=args.idle_timeout_seconds,
                 keep_alive_seconds=args.keep_alive_seconds,
-                database_login=DatabaseLogin(
-                    address=v[1],
-                    port=int(v[2]),
-                    database=db.name,
-                    region=args.region,
-                    master_secret_arn=v[3],
-                    app_role_arn=v[4],
-                    migration_role_arn=v[5],
-                ),
+                database_login=v[1],
             )
         )
         # The binding first: after the namespace and the Load Balancer Controller (its CRD and
@@ -170,22 +186,27 @@ class App(pulumi.ComponentResource):
             api_version="elbv2.k8s.aws/v1beta1",
             kind="TargetGroupBinding",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=chart_fullname(release_name),
+                name=fullname,
                 namespace=ns,
-                labels={"app.kubernetes.io/part-of": "cutover", "color": args.color},
+                labels={
+                    "app.kubernetes.io/part-of": "cutover",
+                    "app.kubernetes.io/name": service,
+                    "color": args.color,
+                },
             ),
             spec=pulumi.Output.from_input(args.target_group_arn).apply(
-                lambda arn: target_group_binding_spec(chart_fullname(release_name), SERVICE_PORT, arn)
+                lambda arn: target_group_binding_spec(fullname, SERVICE_PORT, arn)
             ),
             opts=pulumi.ResourceOptions(
                 parent=self, provider=args.provider, depends_on=[self.namespace, *_waits_for(opts)]
             ),
         )
+        chart = Path(args.chart)
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
             k8s.helm.v3.ReleaseArgs(
-                name=release_name,
-                chart=str(REPOSITORY_ROOT / CHART_PATH),
+                name=release,
+                chart=str(chart if chart.is_absolute() else REPOSITORY_ROOT / chart),
                 namespace=ns,
                 values=values.apply(without_chart_binding),
                 atomic=True,
@@ -199,14 +220,7 @@ class App(pulumi.ComponentResource):
                 depends_on=[self.target_group_binding, *self._policies],
             ),
         )
-        self.register_outputs(
-            {
-                "namespace": ns,
-                "release": self.release.name,
-                "databaseLoginRole": app_role.arn,
-                "migrationRole": migration_role.arn,
-            }
-        )
+        self.register_outputs({"namespace": ns, "release": self.release.name})
 
     def _role(
         self,

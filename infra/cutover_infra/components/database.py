@@ -1,6 +1,8 @@
 """RDS PostgreSQL: private, encrypted, SSL-only, backed up, its master password managed
-(and rotated) by AWS. ledger logs in as `ledger_app` with IAM tokens; only the migration Job
-uses the master secret, read at run time (values.DatabaseLogin)."""
+(and rotated) by AWS. The services in `provisioned` mode log in as their own user with IAM
+tokens; only their migration Jobs use the master secret, read at run time
+(values.DatabaseLogin). `cutover:database.name` names the database, its master user and the
+instance (`cutover-<env>-<name>`): changing it would replace the instance."""
 
 from __future__ import annotations
 
@@ -11,9 +13,6 @@ import pulumi_aws as aws
 
 from cutover_infra.config import DatabaseConfig
 from cutover_infra.values import resource_name, tags
-
-DATABASE_NAME = "ledger"
-MASTER_USER = "ledger"
 
 
 @dataclass
@@ -63,7 +62,7 @@ class Database(pulumi.ComponentResource):
         )
         self.instance = aws.rds.Instance(
             f"{name}-postgres",
-            identifier=resource_name(args.environment, "ledger"),
+            identifier=resource_name(args.environment, args.config.name),
             engine="postgres",
             engine_version=args.config.engine_version,
             instance_class=args.config.instance_class,
@@ -76,13 +75,13 @@ class Database(pulumi.ComponentResource):
             db_subnet_group_name=subnets.name,
             vpc_security_group_ids=[self.security_group.id],
             parameter_group_name=parameters.name,
-            db_name=DATABASE_NAME,
-            username=MASTER_USER,
+            db_name=args.config.name,
+            username=args.config.name,
             manage_master_user_password=True,  # the password lives in Secrets Manager, rotated by AWS
             backup_retention_period=args.config.backup_retention_days,
             deletion_protection=args.config.deletion_protection,
             skip_final_snapshot=False,
-            final_snapshot_identifier=resource_name(args.environment, "ledger-final"),
+            final_snapshot_identifier=resource_name(args.environment, f"{args.config.name}-final"),
             copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True,
             performance_insights_enabled=True,

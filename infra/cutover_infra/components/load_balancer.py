@@ -1,7 +1,9 @@
-"""One ALB per color: HTTPS with a modern TLS policy, HTTP redirected, access logs in the
-stack's bucket (components/access_logs.py) under the color's prefix, a target group of type
-ip with cookie stickiness, health-checked on /health/ready, and a deregistration delay taken
-from the drain budget the chart enforces too."""
+"""One ALB per color, shared by every service of the stack: HTTPS with a modern TLS policy
+(each service's certificate, chosen by SNI), HTTP redirected, access logs in the stack's
+bucket (components/access_logs.py) under the color's prefix. Its HTTPS listener answers 404
+to a host no service claims; each service adds its own target group and host rule
+(components/service.py). docs/decisions/0007-shared-alb-per-color.md says why one ALB per
+color for all services, not one per service."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from cutover_infra.budget import DrainBudget
 from cutover_infra.components.access_logs import AccessLogs
-from cutover_infra.values import APP_PORT, TLS_POLICY, resource_name, tags
+from cutover_infra.values import TLS_POLICY, resource_name, tags
+
+# The app port of the single-service layout: its pods' ingress rule keeps its old name, so
+# upgrading such a stack replaces no security group rule.
+SINGLE_SERVICE_PORT = 8000
 
 
 @dataclass
@@ -22,13 +27,14 @@ class LoadBalancerArgs:
     vpc_id: pulumi.Input[str]
     vpc_cidr: str
     public_subnet_ids: list[pulumi.Input[str]]
-    certificate_arn: pulumi.Input[str]
+    # service -> its certificate; the first listed is the listener's default (keep that
+    # service first: the default certificate cannot be detached), the others are added
+    certificates: dict[str, pulumi.Input[str]]
     node_security_group_id: pulumi.Input[str]
-    budget: DrainBudget
-    stickiness_seconds: int
+    app_ports: list[int]  # the services' container ports (the ALB reaches the pods on them)
     access_logs: AccessLogs  # the stack's access logs bucket; this ALB writes under its color
     deletion_protection: bool  # cutover:protect (lifted by cutover:teardown), not the stack's name
-    # cutover:loadBalancer.idleTimeoutSeconds; the app's keep-alive must outlive it (else 502s)
+    # cutover:loadBalancer.idleTimeoutSeconds; every service's keep-alive must outlive it (else 502s)
     idle_timeout_seconds: int = 60
 
 
@@ -39,7 +45,7 @@ class LoadBalancer(pulumi.ComponentResource):
         base_tags = tags(args.environment, color=args.color)
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
-            description=f"ALB of ledger-{args.color}: 80 and 443 from anywhere, the app port to the VPC",
+            description=f"ALB of the {args.color} color: 80 and 443 from anywhere, the services' ports to the VPC",
             vpc_id=args.vpc_id,
             ingress=[
                 aws.ec2.SecurityGroupIngressArgs(
@@ -57,26 +63,28 @@ class LoadBalancer(pulumi.ComponentResource):
                 aws.ec2.SecurityGroupEgressArgs(
                     description="to the pods",
                     protocol="tcp",
-                    from_port=APP_PORT,
-                    to_port=APP_PORT,
+                    from_port=port,
+                    to_port=port,
                     cidr_blocks=[args.vpc_cidr],
                 )
+                for port in sorted(set(args.app_ports))
             ],
             tags=base_tags,
             opts=child,
         )
-        # The pods (ip targets) accept the app port from this ALB.
-        aws.ec2.SecurityGroupRule(
-            f"{name}-to-pods",
-            type="ingress",
-            description=f"ALB of ledger-{args.color} to the pods",
-            security_group_id=args.node_security_group_id,
-            source_security_group_id=self.security_group.id,
-            protocol="tcp",
-            from_port=APP_PORT,
-            to_port=APP_PORT,
-            opts=child,
-        )
+        # The pods (ip targets) accept each service's port from this ALB.
+        for port in sorted(set(args.app_ports)):
+            aws.ec2.SecurityGroupRule(
+                f"{name}-to-pods" if port == SINGLE_SERVICE_PORT else f"{name}-to-pods-{port}",
+                type="ingress",
+                description=f"ALB of the {args.color} color to the pods, port {port}",
+                security_group_id=args.node_security_group_id,
+                source_security_group_id=self.security_group.id,
+                protocol="tcp",
+                from_port=port,
+                to_port=port,
+                opts=child,
+            )
         self.alb = aws.lb.LoadBalancer(
             f"{name}-alb",
             name=resource_name(args.environment, args.color),
@@ -92,44 +100,35 @@ class LoadBalancer(pulumi.ComponentResource):
             # AWS checks that it may write to the bucket when logging is turned on.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.access_logs.policy]),
         )
-        self.target_group = aws.lb.TargetGroup(
-            f"{name}-tg",
-            name=resource_name(args.environment, args.color),
-            port=APP_PORT,
-            protocol="HTTP",
-            target_type="ip",
-            vpc_id=args.vpc_id,
-            deregistration_delay=args.budget.deregistration_delay,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                enabled=True,
-                path="/health/ready",
-                port="traffic-port",
-                protocol="HTTP",
-                matcher="200",
-                interval=5,
-                timeout=2,
-                healthy_threshold=2,
-                unhealthy_threshold=2,
-            ),
-            stickiness=aws.lb.TargetGroupStickinessArgs(
-                enabled=True, type="lb_cookie", cookie_duration=args.stickiness_seconds
-            ),
-            tags=base_tags,
-            opts=child,
-        )
-        aws.lb.Listener(
+        self.https_listener = aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=self.alb.arn,
             port=443,
             protocol="HTTPS",
             ssl_policy=TLS_POLICY,
-            certificate_arn=args.certificate_arn,
+            certificate_arn=next(iter(args.certificates.values())),
+            # A host no service claims (a scanner on the ALB's own name): nothing to forward to.
             default_actions=[
-                aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
+                aws.lb.ListenerDefaultActionArgs(
+                    type="fixed-response",
+                    fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                        content_type="application/json",
+                        message_body='{"error":{"code":"unknown_host","message":"no service answers this host"}}',
+                        status_code="404",
+                    ),
+                )
             ],
             tags=base_tags,
             opts=child,
         )
+        # The other services' certificates, chosen by SNI (an ALB listener takes 25 by default).
+        for service, certificate_arn in list(args.certificates.items())[1:]:
+            aws.lb.ListenerCertificate(
+                f"{name}-certificate-{service}",
+                listener_arn=self.https_listener.arn,
+                certificate_arn=certificate_arn,
+                opts=child,
+            )
         aws.lb.Listener(
             f"{name}-http",
             load_balancer_arn=self.alb.arn,
@@ -150,6 +149,6 @@ class LoadBalancer(pulumi.ComponentResource):
             {
                 "dnsName": self.alb.dns_name,
                 "zoneId": self.alb.zone_id,
-                "targetGroupArn": self.target_group.arn,
+                "httpsListener": self.https_listener.arn,
             }
         )

@@ -1,5 +1,5 @@
-"""The ECR repository ledger's images are pushed to and pulled from (by digest): immutable
-tags, scanned on push, KMS-encrypted, older images expired by a lifecycle policy."""
+"""The ECR repository a service's images are pushed to and pulled from (by digest):
+immutable tags, scanned on push, KMS-encrypted, older images expired by a lifecycle policy."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ import pulumi_aws as aws
 
 from cutover_infra.values import ecr_lifecycle_policy, tags
 
-REPOSITORY_NAME = "ledger"
 
-
-def repository_name(environment: str) -> str:
-    return f"cutover/{environment}/{REPOSITORY_NAME}"
+def repository_name(environment: str, service: str) -> str:
+    """`cutover/<env>/<service>`; `environment` is the service's cutover environment's stack
+    part: the single-service layout named it after the stack's environment."""
+    return f"cutover/{environment}/{service}"
 
 
 @dataclass
 class RegistryArgs:
     environment: str
+    service: str
     keep_images: int
     protect: bool
     teardown: bool  # the repository goes with the stack, images included
@@ -30,7 +31,7 @@ class Registry(pulumi.ComponentResource):
         super().__init__("cutover:registry:Registry", name, None, opts)
         self.repository = aws.ecr.Repository(
             f"{name}-repository",
-            name=repository_name(args.environment),
+            name=repository_name(args.environment, args.service),
             # A tag names one build forever: what cutover recorded is what a rollback pulls.
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),

@@ -52,13 +52,15 @@ class ReleaseState(pulumi.ComponentResource):
 
 @dataclass
 class CutoverEnvArgs:
-    environment: str
-    settings: pulumi.Input[str]  # the cutover_env output, as JSON
+    environment: str  # the service's cutover environment
+    settings: pulumi.Input[str]  # the service's cutover_env, as JSON
+    resource_tags: dict[str, str] | None = None  # default: tags(environment)
 
 
 class CutoverEnv(pulumi.ComponentResource):
-    """`cutover_env` as an SSM parameter, `/cutover/<env>/cutover-env`: the rollback workflow
-    writes the environment file from it with the AWS CLI, no Pulumi CLI or backend login."""
+    """A service's `cutover_env` as an SSM parameter, `/cutover/<cutover env>/cutover-env`: the
+    rollback workflow writes the environment file from it with the AWS CLI, no Pulumi CLI or
+    backend login."""
 
     def __init__(self, name: str, args: CutoverEnvArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cutover:release:CutoverEnv", name, None, opts)
@@ -67,8 +69,8 @@ class CutoverEnv(pulumi.ComponentResource):
             name=parameter_name(args.environment),
             type="String",
             value=args.settings,
-            description="cutover's environment settings (pulumi stack output cutover_env)",
-            tags=tags(args.environment),
+            description="cutover's environment settings (pulumi stack output cutover_envs)",
+            tags=args.resource_tags or tags(args.environment),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"parameter": self.parameter.name})

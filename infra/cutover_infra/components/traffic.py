@@ -27,12 +27,14 @@ class ColorTarget:
 @dataclass
 class TrafficArgs:
     environment: str
+    service: str
     domain: str
     hosted_zone_id: str
     weights: dict[str, int]  # the live weights (the initial ones before the records exist)
     generation: int  # the live traffic generation (0 before the record exists)
     ttl: int
     targets: dict[str, ColorTarget]
+    ready_path: str = "/health/ready"  # Route53's health check of each color
 
 
 class Traffic(pulumi.ComponentResource):
@@ -59,11 +61,14 @@ class Traffic(pulumi.ComponentResource):
                 fqdn=direct,
                 port=443,
                 type="HTTPS",
-                resource_path="/health/ready",
+                resource_path=args.ready_path,
                 request_interval=10,
                 failure_threshold=3,
                 measure_latency=True,
-                tags={**tags(args.environment, color=color), "Name": f"ledger-{color}-{args.environment}"},
+                tags={
+                    **tags(args.environment, service=args.service, color=color),
+                    "Name": f"{args.service}-{color}-{args.environment}",
+                },
                 opts=child,
             )
             self.health_checks[color] = health

@@ -20,6 +20,7 @@ class SmokeCheck:
     expect_body: str = ""  # a substring the body must contain, if set
 
 
+DEFAULT_READY_PATH = "/health/ready"
 DEFAULT_SMOKE_CHECKS = (
     SmokeCheck("liveness", "/health/live"),
     SmokeCheck("openapi", "/openapi.json", expect_body='"openapi"'),
@@ -54,17 +55,19 @@ class HttpHealth:
         endpoints: dict[Color, str],
         smoke_checks: tuple[SmokeCheck, ...] = DEFAULT_SMOKE_CHECKS,
         timeout: float = 3.0,
+        ready_path: str = DEFAULT_READY_PATH,
     ) -> None:
         self.endpoints = endpoints
         self.smoke_checks = smoke_checks
         self.timeout = timeout
+        self.ready_path = ready_path
 
     def endpoint(self, color: Color) -> str:
         return self.endpoints[color]
 
     def ready(self, color: Color) -> tuple[bool, str]:
         try:
-            status, body = _request("GET", self.endpoints[color].rstrip("/") + "/health/ready", self.timeout)
+            status, body = _request("GET", self.endpoints[color].rstrip("/") + self.ready_path, self.timeout)
         except OSError as exc:  # refused, reset, timed out, name not resolved
             return False, f"{type(exc).__name__} from {self.endpoints[color]}"
         if status == 200:
@@ -72,7 +75,7 @@ class HttpHealth:
         reason = ""
         with contextlib.suppress(ValueError, AttributeError):
             reason = str(json.loads(body).get("reason", ""))
-        return False, f"/health/ready answered {status}" + (f" ({reason})" if reason else "")
+        return False, f"{self.ready_path} answered {status}" + (f" ({reason})" if reason else "")
 
     def smoke(self, color: Color) -> tuple[bool, str]:
         base = self.endpoints[color].rstrip("/")

@@ -1,4 +1,10 @@
-"""Deployer on this machine: a color is N `ledger serve` processes on fixed loopback ports.
+"""Deployer on this machine: a color is N processes of a service on fixed loopback ports.
+
+Each runs `command` (default: `ledger serve` with this Python) with the platform's
+environment: HOST, PORT, COLOR, APP_VERSION, INSTANCE_ID, CLUSTER_DISCOVERY, plus `base_env`
+and the image's own variables; a deploy waits until every instance answers `live_path`
+(default ledger's /health/live), and fails at once, with the last lines of its log, when
+one exits first (a bad setting: the service refused to start).
 
 The processes outlive the `cutover` command that started them (their own session), so
 their pids and image are kept in `<state_dir>/<color>.json`; stopping a color is SIGTERM
@@ -11,13 +17,28 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cutover.local.process import HttpProbe, LocalProcess, stop_pids, wait_pids_exit, wait_until
+from cutover.local.process import (
+    HttpProbe,
+    LocalProcess,
+    NotReady,
+    reap,
+    stop_pids,
+    wait_pids_exit,
+    wait_until,
+)
 from cutover.local.process import pid_alive as pid_alive  # where callers have always imported it from
 from cutover.model import Color
+
+DEFAULT_LIVE_PATH = "/health/live"  # ledger's liveness probe
+
+
+def default_command() -> list[str]:
+    """ledger, with the Python running cutover."""
+    return [sys.executable, "-m", "ledger", "serve"]
 
 
 class LocalDeployer:
@@ -30,6 +51,8 @@ class LocalDeployer:
         image_env: Callable[[str], Mapping[str, str]] | None = None,
         stop_timeout: float = 60.0,
         start_timeout: float = 30.0,
+        command: Sequence[str] | None = None,
+        live_path: str = DEFAULT_LIVE_PATH,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.ports = ports
@@ -37,6 +60,8 @@ class LocalDeployer:
         self.image_env = image_env or (lambda _image: {})
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
+        self.command = list(command) if command else default_command()
+        self.live_path = live_path
 
     # -- state ---------------------------------------------------------------
 
@@ -93,7 +118,7 @@ class LocalDeployer:
             **self.image_env(image),
         }
         process = LocalProcess.start(
-            [sys.executable, "-m", "ledger", "serve"],
+            self.command,
             env=env,
             log_path=self.state_dir / f"{color}-{index}.log",
             new_session=True,  # outlives this command, and is not hit by its Ctrl-C
@@ -111,15 +136,30 @@ class LocalDeployer:
         return wait_pids_exit([pid], timeout, interval=0.02)
 
     def _wait_live(self, color: Color, ports: list[int]) -> None:
-        """Until each port in turn answers /health/live, all within `start_timeout`."""
-        waiting = list(ports)
+        """Until each port in turn answers `live_path`, all within `start_timeout`; NotReady
+        at once, with its log's last lines, when an instance exits first."""
+        waiting = list(range(len(ports)))
+        pids = list(self.state(color)["pids"])
 
         def all_live() -> bool:
-            while waiting and HttpProbe(f"http://127.0.0.1:{waiting[0]}/health/live")():
+            while waiting and HttpProbe(f"http://127.0.0.1:{ports[waiting[0]]}{self.live_path}")():
                 waiting.pop(0)
+            for index in waiting:
+                reap(pids[index])  # our child: collect it, so an exited one does not look alive
+                if not pid_alive(pids[index]):
+                    raise NotReady(self._exited(color, index))
             return not waiting
 
-        wait_until(all_live, self.start_timeout, what=f"{color} on ports {ports} answering /health/live")
+        wait_until(all_live, self.start_timeout, what=f"{color} on ports {ports} answering {self.live_path}")
+
+    def _exited(self, color: Color, index: int) -> str:
+        log = self.state_dir / f"{color}-{index}.log"
+        try:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        except OSError:
+            tail = []
+        said = " | ".join(line.strip() for line in tail) or "(nothing)"
+        return f"{color}-{index} ({' '.join(self.command)}) exited before answering {self.live_path}; its log {log} ends: {said}"
 
     def stop(self, color: Color, sig: int = signal.SIGTERM) -> None:
         """Signal every process of the color and wait until all have exited (SIGKILL after

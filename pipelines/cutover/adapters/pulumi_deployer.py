@@ -44,16 +44,32 @@ RETIRED_FROM = "replicasBeforeRetire"  # the replicas a retired color had (None:
 
 
 class PulumiDeployer:
-    """Image per color lives in stack config `cutover:<color>Image`; the program exports,
-    in `cutover_env.colors.<color>.urns`, the URNs an update of that color must target."""
+    """A service's image per color lives in stack config `cutover:services.<service>.<color>Image`;
+    the program exports, in `cutover_envs.<service>.colors.<color>.urns`, the URNs an update of
+    that color must target. Without `service`: the single-service layout's keys and outputs
+    (`cutover:<color>Image`, `cutover:colors`, `cutover_env`, `imageDigests.<color>`)."""
 
     def __init__(
-        self, stack: Stack, config_key: str = "cutover:{color}Image", lock_owner: str | None = None
+        self,
+        stack: Stack,
+        config_key: str | None = None,
+        lock_owner: str | None = None,
+        service: str | None = None,
     ) -> None:
         self.stack = stack
-        self.config_key = config_key
+        self.service = service
+        base = f"cutover:services.{service}" if service else "cutover"
+        self.config_key = config_key or (f"{base}.{{color}}Image" if service else "cutover:{color}Image")
         self._lock_owner = lock_owner
-        self.colors_key = COLORS_KEY
+        self.colors_key = f"{base}.colors" if service else COLORS_KEY
+
+    def _outputs(self, name: str) -> dict[str, Any]:
+        """The stack output `name` for this service (its entry of the per-service map)."""
+        outputs = self.stack.outputs()
+        if self.service is None:
+            return dict(outputs.get(name) or {})
+        per_service = outputs.get(f"{name}s" if name == "cutover_env" else name) or {}
+        return dict(per_service.get(self.service) or {})
 
     @property
     def lock_owner(self) -> str:
@@ -71,11 +87,12 @@ class PulumiDeployer:
         return self.stack.get_config(self._key(color))
 
     def targets(self, color: Color) -> list[str]:
-        env = self.stack.outputs().get("cutover_env") or {}
+        env = self._outputs("cutover_env")
         urns = env.get("colors", {}).get(color, {}).get("urns") or []
         if not urns:
+            where = f"cutover_envs.{self.service}" if self.service else "cutover_env"
             raise RuntimeError(
-                f"stack output cutover_env.colors.{color}.urns is empty: run a full `pulumi up` once first"
+                f"stack output {where}.colors.{color}.urns is empty: run a full `pulumi up` once first"
             )
         return [str(urn) for urn in urns]
 
@@ -139,7 +156,7 @@ class PulumiDeployer:
                 self.stack.set_config(self.colors_key, colors_raw)
 
         self._up(color, targets, progress, undo)
-        digest = (self.stack.outputs().get("imageDigests") or {}).get(color)
+        digest = self._outputs("imageDigests").get(color)
         return str(digest) if digest else None  # the machine records it in the release state
 
 
@@ -153,11 +170,13 @@ class AutomationStack:
         self._stack = automation.select_stack(stack_name=stack_name, work_dir=work_dir)
 
     def set_config(self, key: str, value: str) -> None:
-        self._stack.set_config(key, self._automation.ConfigValue(value=value))
+        # `cutover:services.<name>.<field>` is a path into the services object
+        path = "." in key.partition(":")[2]
+        self._stack.set_config(key, self._automation.ConfigValue(value=value), path=path)
 
     def get_config(self, key: str) -> str | None:
         try:
-            return str(self._stack.get_config(key).value)
+            return str(self._stack.get_config(key, path="." in key.partition(":")[2]).value)
         except self._automation.CommandError:
             return None
 

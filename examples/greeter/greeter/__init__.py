@@ -1,0 +1,1 @@
+"""greeter: a stateless greeting API, the smallest service Cutover can deploy blue/green."""
