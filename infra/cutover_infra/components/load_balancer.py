@@ -2,7 +2,7 @@
 (each service's certificate, chosen by SNI), HTTP redirected, access logs in the stack's
 bucket (components/access_logs.py) under the color's prefix. Its HTTPS listener answers 404
 to a host no service claims; each service adds its own target group and host rule
-(components/service.py). docs/decisions/0007-shared-alb-per-color.md says why one ALB per
+(components/service.py). docs/decisions/0008-one-alb-per-color-shared-by-services.md says why one ALB per
 color for all services, not one per service."""
 
 from __future__ import annotations
