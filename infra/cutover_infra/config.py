@@ -18,6 +18,7 @@ Production behaviour keys on config, never on the stack's name:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -224,6 +225,7 @@ class ServiceConfig:
     autoscaling: Autoscaling | None = None
     chart_values: Mapping[str, Any] = field(default_factory=dict)  # the service's own chart values
     chart: str = ""  # its own chart (meeting the same values contract); "": cutover:chart
+    rule_priority: int = 0  # its host rules' priority on the colors' listeners; parse: from its name
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,7 @@ class StackConfig:
     traffic: TrafficConfig
     protect: bool
     chart: str  # the service chart every service is installed from, unless it names its own
+    default_service: str = ""  # whose certificate is the listeners' default; parse: see _default_service
     tier: str = "non-production"
     teardown: bool = False
     load_balancer: LoadBalancerConfig = field(default_factory=LoadBalancerConfig)
@@ -289,13 +292,13 @@ _KNOWN = {
         "name", "instanceClass", "allocatedStorage", "maxAllocatedStorage", "multiAz", "backupRetentionDays",
         "deletionProtection", "engineVersion", "cidr",
     },
-    "loadBalancer": {"idleTimeoutSeconds", "appKeepAliveSeconds", "accessLogRetentionDays"},
+    "loadBalancer": {"idleTimeoutSeconds", "appKeepAliveSeconds", "accessLogRetentionDays", "defaultService"},
     "registry": {"create", "keepImages"},
     "traffic": {"initialWeights", "ttl", "stickinessSeconds"},
     "drain": {"deregistrationDelaySeconds", "drainSeconds", "shutdownTimeoutSeconds", "marginSeconds"},
 }  # fmt: skip
 _SERVICE_KEYS = {
-    "chart", "cutoverEnv", "domain", "imageRepository", "blueImage", "greenImage", "colors", "drain", "port",
+    "chart", "cutoverEnv", "rulePriority", "domain", "imageRepository", "blueImage", "greenImage", "colors", "drain", "port",
     "health", "database", "env", "secretEnv", "autoscaling", "keepAliveSeconds", "chartValues",
 }  # fmt: skip
 _TOP = {
@@ -634,6 +637,13 @@ def parse(
     database = _database(
         raw, network, cluster.existing, production=production, protect=protect, teardown=teardown
     )
+    masters = [s for s in services if s.database.mode == "provisioned" and s.database.user == database.name]
+    if masters:
+        raise _fail(
+            f"services.{masters[0].name}.database.user",
+            f"is the database's master user ({database.name}): the pods must log in as a role of their own",
+            f"pulumi config set --path cutover:services.{masters[0].name}.database.user {masters[0].name}_app",
+        )
     if any(s.database.mode == "provisioned" for s in services) and not database.name:
         user = next(s for s in services if s.database.mode == "provisioned")
         raise _fail(
@@ -653,6 +663,7 @@ def parse(
         traffic=_traffic(raw),
         protect=protect,
         chart=_chart(raw, "chart", "chart"),
+        default_service=_default_service(raw, environment, services),
         tier=tier,
         teardown=teardown,
         load_balancer=load_balancer,
@@ -867,12 +878,14 @@ def _colors(section: Mapping[str, Any], at: str, production: bool) -> dict[str, 
     replicas = default(ColorConfig, "replicas", production)
     colors = {}
     for color in COLORS:
-        colour_section = colors_raw.get(color) or {}
-        image = section.get(f"{color}Image")
-        if not isinstance(image, str) or not _TAG.match(image) or image == "latest":
+        colour_section = _section(
+            colors_raw, color, f"{at}.colors.{color}", {"replicas", "replicasBeforeRetire"}
+        )
+        image = _as_text(section.get(f"{color}Image"))
+        if not isinstance(image, str) or not _TAG.fullmatch(image) or image == "latest":
             raise _fail(
                 f"{at}.{color}Image",
-                f"must be an image tag other than latest (got {image!r})",
+                f"must be an image tag other than latest (got {image!r:.80})",
                 f"pulumi config set --path cutover:{at}.{color}Image v1.0.0",
             )
         colors[color] = ColorConfig(
@@ -890,17 +903,34 @@ _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 _DB_USER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Environment variables the chart sets from the platform's contract: a service may not set them.
+# (the chart's reserved names: its templates/_helpers.tpl, and any DATABASE_*)
 PLATFORM_ENV = frozenset(
     {"PORT", "HOST", "COLOR", "APP_VERSION", "INSTANCE_ID", "DRAIN_SECONDS", "SHUTDOWN_TIMEOUT_SECONDS",
-     "HTTP_KEEP_ALIVE_SECONDS", "DATABASE_URL", "DATABASE_AUTH", "DATABASE_REGION", "DATABASE_PASSWORD_FILE",
-     "TRUSTED_PROXIES"}
+     "HTTP_KEEP_ALIVE_SECONDS", "TRUSTED_PROXIES", "LOG_FORMAT", "LOG_LEVEL", "RATE_LIMIT_PER_MINUTE",
+     "CLUSTER_DISCOVERY", "CLUSTER_INTERVAL_SECONDS"}
 )  # fmt: skip
+PLATFORM_ENV_PREFIX = "DATABASE_"
 # Chart values the program computes for every service: set them with the service's own keys.
 COMPUTED_CHART_VALUES = frozenset(
     {"color", "image", "replicaCount", "containerPort", "health", "database", "env", "secretEnv", "aws",
      "drainSeconds", "shutdownTimeoutSeconds", "preStop", "drainBudget", "terminationGracePeriodSeconds",
-     "nameOverride", "fullnameOverride", "autoscaling", "http", "serviceAccount", "migrations"}
+     "nameOverride", "fullnameOverride", "autoscaling", "http", "trustedProxies", "podDisruptionBudget"}
 )  # fmt: skip
+
+
+def _as_text(value: Any) -> Any:
+    """A scalar as `pulumi config set --path` stored it: a value of digits becomes a number and
+    true/false a boolean there (a tag `4821937`, an env value `true`); anything else unchanged."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+# AWS's limits the services of one stack share (per listener: rules, certificates; defaults).
+MAX_SERVICES = 25  # certificates per listener, the default one included (ALB quota, adjustable)
+MAX_DOMAIN_LENGTH = 64  # an ACM certificate's domain name (its CN)
 
 
 def _services(
@@ -918,21 +948,71 @@ def _services(
             "must list at least one service (name -> its domain, images, port, health paths, ...)",
             "see docs/onboarding.md; e.g. pulumi config set --path cutover:services.api.domain api.example.com",
         )
-    services = []
-    for name, section in listed.items():
-        services.append(_service(name, section, environment, production, registry, load_balancer))
-    for key, what in (("cutover_env", "cutoverEnv"), ("domain", "domain")):
-        seen: dict[str, str] = {}
-        for service in services:
-            value = getattr(service, key)
-            if value in seen:
-                raise _fail(
-                    f"services.{service.name}.{what}",
-                    f"({value}) is also service {seen[value]}'s: each service needs its own",
-                    f"pulumi config set --path cutover:services.{service.name}.{what} <another>",
-                )
-            seen[value] = service.name
+    if len(listed) > MAX_SERVICES:
+        raise _fail(
+            "services",
+            f"lists {len(listed)} services; one ALB listener takes {MAX_SERVICES} certificates (AWS default quota)",
+            "split the services across stacks, or raise the quota and MAX_SERVICES together",
+        )
+    # By name: Pulumi hands object config over with its keys sorted, whatever the YAML order.
+    services = [
+        _service(name, listed[name], environment, production, registry, load_balancer)
+        for name in sorted(listed)
+    ]
+    _check_distinct(services)
     return tuple(services)
+
+
+def _default_service(raw: Mapping[str, Any], environment: str, services: tuple[ServiceConfig, ...]) -> str:
+    """`loadBalancer.defaultService`: whose certificate is the HTTPS listeners' default (the
+    one that cannot be detached). Default: the service of the single-service layout (its
+    cutoverEnv is the environment: its certificate already is), else the first by name."""
+    names = [s.name for s in services]
+    chosen = _object(raw, "loadBalancer").get("defaultService")
+    if chosen is None:
+        legacy = [s.name for s in services if s.cutover_env == environment]
+        return (legacy or names)[0]
+    if chosen not in names:
+        raise _fail(
+            "loadBalancer.defaultService",
+            f"must name one of the services ({', '.join(names)}; got {chosen!r:.60})",
+            f"pulumi config set --path cutover:loadBalancer.defaultService {names[0]}",
+        )
+    return str(chosen)
+
+
+def _check_distinct(services: list[ServiceConfig]) -> None:
+    """What two services of a stack may not share: cutover environment, host names (a
+    service's domain and its colors' `<color>.<domain>`: one listener rule would catch the
+    other's traffic), target group names, host rule priorities and database users."""
+
+    def claims(service: ServiceConfig) -> list[tuple[str, str, str]]:
+        from cutover_infra.values import resource_name  # names are values.py's; no import cycle at load
+
+        hosts = [service.domain, *(f"{color}.{service.domain}" for color in COLORS)]
+        return [
+            ("cutoverEnv", "the cutover environment", service.cutover_env),
+            *(("domain", "the host name", host) for host in hosts),
+            *(("cutoverEnv", "the target group name", resource_name(service.cutover_env, c)) for c in COLORS),
+            ("rulePriority", "the host rule priority", str(service.rule_priority)),
+            *(
+                [("database.user", "the database user", service.database.user)]
+                if service.database.mode == "provisioned"
+                else []
+            ),
+        ]
+
+    seen: dict[tuple[str, str], str] = {}
+    for service in services:
+        for key, what, value in claims(service):
+            other = seen.get((what, value))
+            if other is not None and other != service.name:
+                raise _fail(
+                    f"services.{service.name}.{key}",
+                    f"gives {what} {value}, as service {other} does: each service needs its own",
+                    f"pulumi config set --path cutover:services.{service.name}.{key} <another>",
+                )
+            seen[(what, value)] = service.name
 
 
 def _service(
@@ -968,6 +1048,12 @@ def _service(
             f"pulumi config set --path cutover:{at}.cutoverEnv {environment}-{name}",
         )
     domain = _string(section, "domain", f"{at}.domain", _DOMAIN, f"{name}.example.com")
+    if len(domain) > MAX_DOMAIN_LENGTH:
+        raise _fail(
+            f"{at}.domain",
+            f"is {len(domain)} characters; an ACM certificate's name takes {MAX_DOMAIN_LENGTH}",
+            f"pulumi config set --path cutover:{at}.domain <a shorter name>",
+        )
     if registry.create and "imageRepository" in section:
         raise _fail(
             f"{at}.imageRepository",
@@ -1028,7 +1114,15 @@ def _service(
         autoscaling=_autoscaling(section, at, colors),
         chart_values=dict(chart_values),
         chart=_chart(section, "chart", f"{at}.chart") if "chart" in section else "",
+        rule_priority=_int(section, "rulePriority", f"{at}.rulePriority", rule_priority(name), 1, 50000),
     )
+
+
+def rule_priority(service: str) -> int:
+    """A service's host rule priority, from its name alone (adding or removing another service
+    never moves it: AWS refuses a priority in use). Host rules never overlap, so the order is
+    moot; two names meeting on one number are refused, and `rulePriority` settles it."""
+    return 1 + int.from_bytes(hashlib.sha256(service.encode()).digest()[:4], "big") % 49999
 
 
 # Charts are found relative to the repository holding the program (Pulumi.yaml's directory).
@@ -1041,7 +1135,11 @@ def _chart(section: Mapping[str, Any], key: str, path: str) -> str:
     where = Path(value) if isinstance(value, str) and value else None
     if where is not None and not where.is_absolute():
         where = REPOSITORY_ROOT / where
-    if where is None or not (where / "Chart.yaml").is_file():
+    try:
+        found = where is not None and (where / "Chart.yaml").is_file()
+    except OSError:  # a name too long for the file system, ...
+        found = False
+    if not found:
         raise _fail(
             path,
             f"must be the directory of a Helm chart meeting the service chart contract (got {value!r})",
@@ -1055,7 +1153,7 @@ def _health(section: Mapping[str, Any], at: str) -> HealthPaths:
     paths = {}
     for key in ("live", "ready", "startup"):
         value = found.get(key, default(HealthPaths, key))
-        if not isinstance(value, str) or not _PATH.fullmatch(value) or len(value) > 256:
+        if not isinstance(value, str) or not _PATH.fullmatch(value) or len(value) > 255:  # Route53's limit
             raise _fail(
                 f"{at}.health.{key}",
                 f"must be a path starting with / without spaces (got {value!r})",
@@ -1106,7 +1204,7 @@ def _env_name(name: Any, path: str) -> str:
             "is not an environment variable name (letters, digits, _)",
             f"pulumi config rm --path cutover:{path}",
         )
-    if name in PLATFORM_ENV:
+    if name in PLATFORM_ENV or name.startswith(PLATFORM_ENV_PREFIX):
         raise _fail(
             path,
             "is set by the platform from the service's own keys (port, drain, database, ...)",
@@ -1116,17 +1214,19 @@ def _env_name(name: Any, path: str) -> str:
 
 
 def _service_env(section: Mapping[str, Any], at: str) -> dict[str, str]:
-    found = section.get("env") or {}
+    found = section.get("env")
+    found = {} if found is None else found
     if not isinstance(found, dict):
         raise _fail(
             f"{at}.env",
             "must be an object (name -> value)",
-            f"pulumi config set --path cutover:{at}.env.LOG_LEVEL info",
+            f"pulumi config set --path cutover:{at}.env.GREETING_STYLE plain",
         )
     env = {}
-    for name, value in found.items():
+    for name, given in found.items():
         _env_name(name, f"{at}.env.{name}")
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        value = _as_text(given)
+        if not isinstance(value, str | float):
             raise _fail(
                 f"{at}.env.{name}",
                 f"must be a string (got {value!r})",
@@ -1137,7 +1237,8 @@ def _service_env(section: Mapping[str, Any], at: str) -> dict[str, str]:
 
 
 def _secret_env(section: Mapping[str, Any], at: str) -> dict[str, SecretRef]:
-    found = section.get("secretEnv") or {}
+    found = section.get("secretEnv")
+    found = {} if found is None else found
     if not isinstance(found, dict):
         raise _fail(
             f"{at}.secretEnv",
@@ -1148,7 +1249,7 @@ def _secret_env(section: Mapping[str, Any], at: str) -> dict[str, SecretRef]:
     for name in found:
         path = f"{at}.secretEnv.{name}"
         _env_name(name, path)
-        if name in section.get("env", {}):
+        if name in (section.get("env") or {}):
             raise _fail(path, "is also in env", f"keep one: pulumi config rm --path cutover:{at}.env.{name}")
         item = _section(found, name, path, {"secret", "key"})
         refs[name] = SecretRef(
@@ -1162,9 +1263,16 @@ def _autoscaling(
     section: Mapping[str, Any], at: str, colors: Mapping[str, ColorConfig]
 ) -> Autoscaling | None:
     """`autoscaling`: up to maxReplicas per color, from the color's replicas (the minimum)."""
-    if "autoscaling" not in section:
+    found_value = section.get("autoscaling")
+    if found_value is None or found_value is False:  # unset, null or false: off (`in` would take 0 too)
         return None
     path = f"{at}.autoscaling"
+    if not isinstance(section["autoscaling"], dict):
+        raise _fail(
+            path,
+            f"must be an object (maxReplicas, targetCpuPercent) or false (got {section['autoscaling']!r:.60})",
+            f"pulumi config set --path cutover:{path}.maxReplicas 10",
+        )
     found = _section(section, "autoscaling", path, {"maxReplicas", "targetCpuPercent"})
     low = max(2, *(c.replicas for c in colors.values()))
     high = _int(found, "maxReplicas", f"{path}.maxReplicas", max(low, 10), low, 1000)

@@ -44,6 +44,7 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
     env = config.environment
     for service in config.services:
         _refuse_while_locked(service.cutover_env, env)
+    _refuse_orphaned_release_state(config)
     _tag_with_tier(config)
     if config.teardown:
         pulumi.log.warn(
@@ -94,12 +95,14 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
             master_secret_arn=database.secret_arn,
             cidr=config.database.cidr,
         )
+    # The listeners' default certificate first (config.default_service: it cannot be detached).
+    ordered = sorted(config.services, key=lambda s: s.name != config.default_service)
     certificates: dict[str, pulumi.Input[str]] = {
         service.name: Certificate(
             f"{service.cutover_env}-certificate",
             CertificateArgs(env, service.domain, config.hosted_zone_id),
         ).arn
-        for service in config.services
+        for service in ordered
     }
     state = ReleaseState(f"{env}-release-state", ReleaseStateArgs(env, config.protect))
     access_logs = AccessLogs(
@@ -143,7 +146,7 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
     }
     account = aws.get_caller_identity().account_id if config.registry.create else ""
     services: dict[str, BlueGreenService] = {}
-    for index, service in enumerate(config.services):
+    for service in config.services:
         live = _live_traffic(config, service.domain)
         repository = (
             ecr_repository_url(account, config.region, repository_name(env, service.name))
@@ -156,7 +159,6 @@ def build(config: StackConfig, kubeconfig: pulumi.Output[str] | None = None) -> 
                 environment=env,
                 service=service,
                 chart=service.chart or config.chart,
-                index=index,
                 region=config.region,
                 hosted_zone_id=config.hosted_zone_id,
                 vpc_id=vpc_id,
@@ -257,6 +259,26 @@ def _lock_table_item(environment: str, key: str, what: str) -> str | None:
             return None
         raise pulumi.RunError(problem) from None
     return str(found.item) if found.item else None
+
+
+def _refuse_orphaned_release_state(config: StackConfig) -> None:
+    """Stop when the single-service layout's release state exists but no service carries on its
+    name: the upgrade forgot `cutoverEnv`, and going on would replace that service's
+    resources and deploy its committed images over the ones cutover released."""
+    env = config.environment
+    if any(s.cutover_env == env for s in config.services):
+        return
+    if _release_state_item(env, env) is None:
+        return
+    refusal = (
+        f"cutover's release state of {env} exists, but no service of cutover:services has cutoverEnv {env}: "
+        f"the service this stack ran before it listed services would be replaced and lose its release state; "
+        f"fix: pulumi config set --path cutover:services.<that service>.cutoverEnv {env} (docs/onboarding.md)"
+    )
+    if pulumi.runtime.is_dry_run():
+        pulumi.log.warn(refusal)
+        return
+    raise pulumi.RunError(refusal)
 
 
 def _live_traffic(config: StackConfig, domain: str) -> LiveTraffic:

@@ -20,12 +20,12 @@ IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
 def resource_name(environment: str, *parts: str) -> str:
     """`cutover-<env>-<parts>`, at most 32 characters (the ALB and target group limit); a
-    longer name keeps its first 27 characters and a hash of the whole, so two long names
-    that differ only at the end (blue, green) stay distinct."""
+    longer name keeps its first 23 characters and 8 hex digits of a hash of the whole, so two
+    long names that differ only at the end (blue, green) stay distinct."""
     name = "-".join(("cutover", environment, *parts))
     if len(name) <= 32:
         return name
-    return f"{name[:27].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:4]}"
+    return f"{name[:23].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def tags(environment: str, **extra: str) -> dict[str, str]:
@@ -53,15 +53,6 @@ def namespace(service: str, color: str) -> str:
 def release_name(service: str, color: str) -> str:
     """The Helm release; with nameOverride=<service> the chart names its objects after it."""
     return f"{service}-{color}"
-
-
-def host_rule_priority(index: int, color: str) -> int:
-    """The priority of a service's host rule on its color's HTTPS listener (unique per
-    listener, 1-50000): from the service's place in cutover:services. Host rules never
-    overlap (each service has its own names), so the order only has to be unique."""
-    if not 0 <= index < 5000:
-        raise ValueError(f"service index {index} out of range")
-    return 10 * (index + 1)
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -249,3 +249,17 @@ def test_ledger_values_spelled_out_render_exactly_ledgers_defaults() -> None:
         "/health/ready",
     ]
     assert 5432 in egress_ports(objects)
+
+
+def test_a_retired_color_has_no_autoscaler_to_keep_a_pod_running() -> None:
+    """`cutover retire` sets replicaCount 0; an HPA (minReplicas at least 1) would scale the
+    Deployment back up to one pod, on a color that takes no traffic."""
+    retired = greeter({"replicaCount": 0, "autoscaling": {"enabled": True, "maxReplicas": 6}})
+    assert not by_kind(retired, "HorizontalPodAutoscaler")
+    (deployment,) = by_kind(retired, "Deployment")
+    assert deployment["spec"]["replicas"] == 0
+    running = greeter({"replicaCount": 2, "autoscaling": {"enabled": True, "maxReplicas": 6}})
+    (hpa,) = by_kind(running, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    (deployment,) = by_kind(running, "Deployment")
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns it

@@ -295,6 +295,8 @@ DERIVED_DEFAULTS = {
     ("ServiceConfig", "autoscaling"),
     ("ServiceConfig", "chart_values"),
     ("ServiceConfig", "chart"),  # cutover:chart
+    ("ServiceConfig", "rule_priority"),  # from the service's name
+    ("StackConfig", "default_service"),  # the single-service layout's service, else the first by name
 }
 SECTIONS = (
     "NetworkConfig", "ClusterConfig", "DatabaseConfig", "ColorConfig", "TrafficConfig",

@@ -471,7 +471,7 @@ def test_the_alb_idle_timeout_is_config_and_the_app_keep_alive_must_outlive_it()
 
 
 def test_chart_values_maps_the_keep_alive_and_digest_kwargs() -> None:
-    service = parsed("dev").services[1]  # greeter: no database
+    (service,) = [s for s in parsed("dev").services if s.name == "greeter"]  # no database
     common: dict[str, Any] = {
         "service": service,
         "color": "green",

@@ -10,12 +10,21 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
-from cutover_infra.config import ConfigError
+from cutover_infra.config import ConfigError, rule_priority
 
 from cutover.envconfig import parse as parse_env
 from tests.charts.helpers import NEWEST, checkov_failures, render, validate
-from tests.infra.harness import Run, parsed, run_program, service_values, services_with, stack_config
+from tests.infra.harness import (
+    RecordingMocks,
+    Run,
+    parsed,
+    run_program,
+    service_values,
+    services_with,
+    stack_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_SERVICES = ("ledger", "greeter")
@@ -145,7 +154,7 @@ def test_both_services_render_for_real_with_strict_schemas_and_no_checkov_failur
         probes = {
             k: container[k]["httpGet"]["path"] for k in ("livenessProbe", "readinessProbe", "startupProbe")
         }
-        expected = parsed("dev").services[DEV_SERVICES.index(service)].health
+        (expected,) = [s.health for s in parsed("dev").services if s.name == service]
         assert probes == {
             "livenessProbe": expected.live,
             "readinessProbe": expected.ready,
@@ -173,6 +182,8 @@ def test_a_single_service_stack_upgrades_without_replacing_anything() -> None:
             lost.append(urn)
             continue
         for key, value in inputs.items():
+            if key in resource.ignore_changes:
+                continue  # the program keeps what the resource was made with
             got: Any = resource.inputs
             for part in key.split("."):
                 got = got.get(part) if isinstance(got, dict) else None
@@ -209,9 +220,49 @@ def test_bad_service_config_names_the_key_and_declares_nothing() -> None:
         ),
         (
             {"greeter": {"domain": "ledger.dev.example.com"}},
-            r"cutover:services\.greeter\.domain \(ledger\.dev",
+            r"cutover:services\.ledger\.domain gives the host name ledger\.dev\.example\.com, as service greeter",
         ),
-        ({"greeter": {"cutoverEnv": "dev"}}, r"cutover:services\.greeter\.cutoverEnv \(dev\) is also"),
+        (  # greeter's name would be one of ledger's color hosts: ledger's rule would take its traffic
+            {"greeter": {"domain": "blue.ledger.dev.example.com"}},
+            r"cutover:services\.ledger\.domain gives the host name blue\.ledger\.dev\.example\.com, as service greeter",
+        ),
+        (
+            {"greeter": {"cutoverEnv": "dev"}},
+            r"cutover:services\.ledger\.cutoverEnv gives the cutover environment dev",
+        ),
+        (
+            {"greeter": {"rulePriority": rule_priority("ledger")}},
+            r"cutover:services\.ledger\.rulePriority gives",
+        ),
+        (
+            {"greeter": {"domain": "a" * 60 + ".example.com"}},
+            r"cutover:services\.greeter\.domain is 72 characters",
+        ),
+        ({"greeter": {"blueImage": "v1\n"}}, r"cutover:services\.greeter\.blueImage must be an image tag"),
+        ({"greeter": {"colors": {"blue": 3}}}, r"cutover:services\.greeter\.colors\.blue must be an object"),
+        (
+            {"greeter": {"colors": {"blue": {"replica": 3}}}},
+            r"cutover:services\.greeter\.colors\.blue\.replica is not",
+        ),
+        ({"greeter": {"autoscaling": 0}}, r"cutover:services\.greeter\.autoscaling must be an object"),
+        (
+            {"greeter": {"env": {"LOG_LEVEL": "debug"}}},
+            r"cutover:services\.greeter\.env\.LOG_LEVEL is set by the",
+        ),
+        (
+            {"greeter": {"env": {"DATABASE_POOL": "3"}}},
+            r"cutover:services\.greeter\.env\.DATABASE_POOL is set by",
+        ),
+        ({"greeter": {"chartValues": {"trustedProxies": []}}}, r"chartValues\.trustedProxies is computed"),
+        ({"greeter": {"chart": "x" * 300}}, r"cutover:services\.greeter\.chart must be the directory"),
+        (
+            {"greeter": {"database": {"mode": "provisioned", "user": "ledger_app"}}},
+            r"cutover:services\.ledger\.database\.user gives the database user ledger_app, as service greeter",
+        ),
+        (
+            {"greeter": {"database": {"mode": "provisioned", "user": "ledger"}}},
+            r"cutover:services\.greeter\.database\.user is the database's master user \(ledger\)",
+        ),
         (
             {"greeter": {"keepAliveSeconds": 60}},
             r"cutover:services\.greeter\.keepAliveSeconds \(60\) must be longer",
@@ -245,3 +296,67 @@ def test_a_stack_without_a_provisioned_database_makes_none() -> None:
     assert "databaseAddress" not in run.outputs and "cutover_env" not in run.outputs
     with pytest.raises(ConfigError, match=r"cutover:database\.name is not set, and service ledger asks"):
         parsed("dev", database={"instanceClass": "db.t4g.micro"})
+
+
+def test_the_services_order_in_config_changes_nothing() -> None:
+    """Pulumi hands object config over with sorted keys, whatever the YAML's order: the
+    program may not depend on it (priorities, the listeners' default certificate)."""
+    config, secrets = stack_config("dev")
+    services = json.loads(config["cutover:services"])
+    config["cutover:services"] = json.dumps(dict(reversed(list(services.items()))))
+    reordered, dev = run_program("dev", config, secrets), run_program("dev")
+
+    def shape(run: Run) -> list[tuple[str, Any]]:
+        return sorted(
+            (r.urn, r.inputs.get("priority") or r.inputs.get("certificateArn"))
+            for r in run.resources
+            if r.type in ("aws:lb/listenerRule:ListenerRule", "aws:lb/listener:Listener")
+        )
+
+    assert shape(reordered) == shape(dev)
+    https = [x.inputs for x in dev.of_type("aws:lb/listener:Listener") if x.inputs["protocol"] == "HTTPS"]
+    # ledger's certificate stays the default (it was, before the stack listed services), though greeter sorts first
+    assert {x["certificateArn"].rsplit(":", 1)[1] for x in https} == {"dev-certificate-cert"}
+    (chosen,) = {parsed("dev", loadBalancer={"defaultService": "greeter"}).default_service}
+    assert chosen == "greeter"
+    with pytest.raises(
+        ConfigError, match=r"cutover:loadBalancer\.defaultService must name one of the services"
+    ):
+        parsed("dev", loadBalancer={"defaultService": "nope"})
+
+
+def test_tags_and_values_that_pulumi_stores_as_numbers_or_booleans_are_read_as_text() -> None:
+    """`pulumi config set --path ...greenImage 4821937` stores a number (a short SHA of
+    digits, a build number); `--path ...env.FLAG true` a boolean."""
+    services = services_with("dev", "greeter", greenImage=4821937, env={"FLAG": True, "COUNT": 3})
+    (greeter,) = [s for s in parsed("dev", services=services).services if s.name == "greeter"]
+    assert greeter.colors["green"].image == "4821937"
+    assert greeter.env == {"FLAG": "true", "COUNT": "3"}
+
+
+class _ReleasedBefore(RecordingMocks):
+    """A lock table holding the single-service layout's release state of prod."""
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "aws:dynamodb/getTableItem:getTableItem":
+            if json.loads(args.args["key"])["lock_id"]["S"] == "prod#release-state":
+                item = {"lock_id": {"S": "prod#release-state"}, "state": {"S": "{}"}}
+                return {
+                    "tableName": args.args["tableName"],
+                    "key": args.args["key"],
+                    "item": json.dumps(item),
+                }, []
+            return {}, [("item", "empty result")]
+        return super().call(args)
+
+
+def test_an_upgrade_that_forgets_cutover_env_is_refused_before_anything_is_declared() -> None:
+    config, secrets = stack_config("prod")
+    config["cutover:services"] = json.dumps(services_with("prod", "ledger", cutoverEnv=None))
+    run = Run()
+    with pytest.raises(
+        Exception, match=r"no service of cutover:services has cutoverEnv prod.*fix: pulumi config"
+    ):
+        run_program("prod", config, secrets, run=run, mocks=_ReleasedBefore)
+    assert run.registered == []
+    assert run_program("prod", mocks=_ReleasedBefore).violations == []  # with cutoverEnv: prod, it builds

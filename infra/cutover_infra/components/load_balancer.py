@@ -70,7 +70,9 @@ class LoadBalancer(pulumi.ComponentResource):
                 for port in sorted(set(args.app_ports))
             ],
             tags=base_tags,
-            opts=child,
+            # EC2 cannot change a group's description: a group made with another one keeps it
+            # (changing it would replace the group, and the ALB and the pods' rule with it).
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["description"]),
         )
         # The pods (ip targets) accept each service's port from this ALB.
         for port in sorted(set(args.app_ports)):

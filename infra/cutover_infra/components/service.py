@@ -32,7 +32,6 @@ from cutover_infra.config import COLORS, ServiceConfig
 from cutover_infra.values import (
     cutover_env,
     ecr_repository,
-    host_rule_priority,
     resource_name,
     split_image,
     tags,
@@ -62,7 +61,6 @@ class BlueGreenServiceArgs:
     environment: str  # the stack's (cutover:environment)
     service: ServiceConfig
     chart: str  # the service chart's directory (cutover:chart, or the service's own)
-    index: int  # the service's place in cutover:services: its host rules' priority
     region: str
     hosted_zone_id: str
     vpc_id: pulumi.Input[str]
@@ -145,7 +143,7 @@ class BlueGreenService(pulumi.ComponentResource):
             aws.lb.ListenerRule(
                 f"{env_name}-{color}-rule",
                 listener_arn=balancer.https_listener_arn,
-                priority=host_rule_priority(args.index, color),
+                priority=service.rule_priority,  # from its name: unique per listener (config checks)
                 conditions=[
                     aws.lb.ListenerRuleConditionArgs(
                         host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(
