@@ -29,7 +29,15 @@ CONTRACT = {
     "release",
     "rollback",
 }  # in every report (docs/contracts.md documents them: tests/test_contracts_doc.py)
-AWS_CONTRACT = {"router", "dns_ttl_seconds", "dns_answers", "after_last_change", "retire"}  # the AWS path
+AWS_CONTRACT = {
+    "router",
+    "dns_ttl_seconds",
+    "dns_answers",
+    "after_last_change",
+    "retire",
+    "services",
+}  # the AWS path
+SERVICE_KEYS = {"release", "rollback", "requests", "failed_requests", "served_by"}  # per other service
 FAULTS_CONTRACT = {"faults", "transfers_lost"}  # added by --faults
 
 
@@ -80,6 +88,30 @@ def test_the_aws_path_releases_and_rolls_back_under_load_dropping_nothing(
     assert "Route53" in progress and "DNS TTL" in progress and "tearing down" in progress
     # Both colors were chosen by the DNS server from the live weighted records.
     assert report["dns_answers"]["blue"] > 0 and report["dns_answers"]["green"] > 0
+
+
+def test_the_aws_path_releases_and_rolls_back_greeter_beside_ledger(
+    aws_path: tuple[int, dict[str, Any], str],
+) -> None:
+    """The second service on the same ALBs and zone, with its own environment file: released
+    onto green, then rolled back to blue, while ledger's load ran without a failure."""
+    _, report, progress = aws_path
+    greeter = report["services"]["greeter"]
+    assert set(greeter) >= SERVICE_KEYS, SERVICE_KEYS - set(greeter)
+    assert (greeter["release"]["outcome"], greeter["rollback"]["outcome"]) == ("succeeded", "succeeded"), (
+        greeter
+    )
+    assert greeter["weights_after"] == {"blue": 100, "green": 0}, greeter
+    assert greeter["failed_requests"] == 0, greeter.get("failed_examples")
+    # its own clients reached blue before and after, and green while it had the traffic
+    assert greeter["requests"] == greeter["served_by"]["blue"] + greeter["served_by"]["green"] > 0, greeter
+    assert greeter["served_by"]["blue"] > 0 and greeter["served_by"]["green"] > 0, greeter
+    assert greeter["ledger_records_untouched"] is True, greeter
+    assert report["failed_requests"] == 0 and report["passed"] is True
+    assert (
+        "release greeter v0.2.0 onto green" in progress
+        and "cutover rollback --env rehearsal-greeter" in progress
+    )
 
 
 def test_the_old_color_answers_until_cached_dns_answers_expire_and_is_retired_after(
@@ -145,7 +177,9 @@ def _processes_using(directory: str) -> list[str]:
 
 # Inside the machine's operations (the release's deploy, the retire's wait): each ends the
 # operation itself (traffic restored), then the rehearsal must stop too.
-@pytest.mark.parametrize("moment", ["deploying  v2 to green", "waiting until retiring is safe"])
+@pytest.mark.parametrize(
+    "moment", ["deploying  v2 to green", "waiting until retiring is safe", "deploying  v0.2.0 to green"]
+)
 def test_sigint_mid_rehearsal_ends_the_step_then_tears_everything_down(moment: str) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "cutover", "rehearse", "--short", "--json"],

@@ -1,8 +1,8 @@
 """AWS on this machine, for the rehearsal and the tests: a moto server on 127.0.0.1 whose
 Route53 behaves like the real one where cutover relies on it (strict DELETEs, atomic
 batches: cutover.local.strict_route53), holding what the Pulumi program creates: a hosted
-zone with the two weighted alias records and the generation record, and the DynamoDB lock
-and history tables.
+zone with each service's two weighted alias records and generation record, and the
+DynamoDB lock and history tables.
 
 moto keeps its data in this process, not in the server: `stop` and `start` take the
 endpoint away and bring it back with every record intact (the Route53 API unavailable for
@@ -77,12 +77,18 @@ def create_zone(client: Any, layout: ZoneLayout | None = None, blue: int = 100, 
     layout = layout or ZoneLayout()
     zone = client.create_hosted_zone(Name=layout.zone_name, CallerReference=f"cutover-{layout.zone_name}")
     zone_id = str(zone["HostedZone"]["Id"])
+    create_records(client, zone_id, layout, blue, green)
+    return zone_id
+
+
+def create_records(client: Any, zone_id: str, layout: ZoneLayout, blue: int = 100, green: int = 0) -> None:
+    """One service's weighted records and generation 0, in an existing zone (another
+    service of the stack: its own name, the same ALBs)."""
     records = (layout.weighted("blue", blue), layout.weighted("green", green), layout.generation(0))
     client.change_resource_record_sets(
         HostedZoneId=zone_id,
         ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": r} for r in records]},
     )
-    return zone_id
 
 
 def create_release_tables(client: Any, locks: str = "locks", history: str = "history") -> None:

@@ -1,5 +1,6 @@
-"""Route53's data plane on loopback: an authoritative DNS server for one weighted name that
-answers from the records Route53's API reports (a moto server in the rehearsal).
+"""Route53's data plane on loopback: an authoritative DNS server for weighted names (one per
+service, in one zone) that answers from the records Route53's API reports (a moto server in
+the rehearsal).
 
 CLOUD-FACTS (Route53) it models:
 - weights are relative (0-255); a weight-0 record gets no answers unless every record has
@@ -24,7 +25,7 @@ import random
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +132,11 @@ class _Resolver:
 
 
 class WeightedDnsServer:
-    """Authoritative DNS on 127.0.0.1 for one weighted name, answering from Route53's live records."""
+    """Authoritative DNS on 127.0.0.1 for weighted names, answering from Route53's live records.
+
+    `name` is the first service's; `more_names` are the other services' in the same zone
+    (one read of the records serves them all). `answers` counts the answers for `name`,
+    `answers_by_name` for each name."""
 
     def __init__(
         self,
@@ -140,6 +145,7 @@ class WeightedDnsServer:
         addresses: Mapping[str, str],
         alias_ttl: int,
         *,
+        more_names: Sequence[str] = (),
         port: int = 0,
         refresh_seconds: float = 0.2,
         seed: int | None = None,
@@ -149,18 +155,23 @@ class WeightedDnsServer:
         if len(labels) < 2 or not labels[1]:
             raise ValueError(f"{name!r} has no parent zone")
         self.zone = labels[1]
+        self.names = list(dict.fromkeys([self.name, *(_normalise(n) for n in more_names)]))
+        for other in self.names[1:]:
+            if other.split(".", 1)[-1] != self.zone:
+                raise ValueError(f"{other!r} is not a name of the zone {self.zone} (as {self.name!r} is)")
         self._read_records = read_records
         self._addresses = {_normalise(target): address for target, address in addresses.items()}
         self._alias_ttl = alias_ttl
         self._refresh_seconds = refresh_seconds
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._records: list[_Weighted] | None = None  # None: never read
+        self._records: dict[str, list[_Weighted]] | None = None  # per name; None: never read
         self._stopping = threading.Event()
         self._servers: list[DNSServer] = []
         self._threads: list[threading.Thread] = []
         self.port = port
-        self.answers: Counter[str] = Counter()
+        self.answers: Counter[str] = Counter()  # for `name`, by set identifier
+        self.answers_by_name: dict[str, Counter[str]] = {n: Counter() for n in self.names}
         self.refresh_failures = 0
         self.last_error: str | None = None
 
@@ -198,7 +209,8 @@ class WeightedDnsServer:
     def refresh(self) -> None:
         """Read the records now; on failure keep the last ones and count it."""
         try:
-            records = _weighted_records(self._read_records(), self.name, self._addresses, self._alias_ttl)
+            live = self._read_records()
+            records = {n: _weighted_records(live, n, self._addresses, self._alias_ttl) for n in self.names}
         except Exception as error:  # the API is down or answered something unusable: keep serving
             with self._lock:
                 if self.last_error is None:
@@ -214,15 +226,17 @@ class WeightedDnsServer:
             self._records = records
             self.last_error = None
 
-    def choose(self) -> Answer | None:
-        """One weighted choice over the cached records (None: nothing to answer)."""
+    def choose(self, name: str | None = None) -> Answer | None:
+        """One weighted choice over the cached records of `name` (default: the first name);
+        None: nothing to answer."""
         with self._lock:
-            if not self._records:
+            records = (self._records or {}).get(self.name if name is None else _normalise(name))
+            if not records:
                 return None
-            weights = [record.weight for record in self._records]
+            weights = [record.weight for record in records]
             if not any(weights):
                 weights = [1] * len(weights)
-            return self._random.choices(self._records, weights=weights)[0].answer
+            return self._random.choices(records, weights=weights)[0].answer
 
     def _bind(self) -> list[DNSServer]:
         """UDP and TCP on one port; with port 0, retry when the OS's UDP pick is taken for TCP."""
@@ -255,8 +269,8 @@ class WeightedDnsServer:
             return DNSRecord(DNSHeader(id=request.header.id, qr=1, aa=1, ra=0, rcode=RCODE.FORMERR))
         reply = request.reply(ra=0, aa=1)
         qname, qtype = _normalise(str(request.q.qname)), request.q.qtype
-        if qname == self.name:
-            self._answer_name(reply, qtype)
+        if qname in self.answers_by_name:
+            self._answer_name(reply, qtype, qname)
         elif qname == self.zone:
             self._negative(reply, RCODE.NOERROR, answer_soa=qtype == QTYPE.SOA)
         elif qname.endswith("." + self.zone):
@@ -265,21 +279,23 @@ class WeightedDnsServer:
             reply.header.rcode = RCODE.REFUSED
         return reply
 
-    def _answer_name(self, reply: DNSRecord, qtype: int) -> None:
+    def _answer_name(self, reply: DNSRecord, qtype: int, name: str) -> None:
         with self._lock:
             never_read = self._records is None
         if never_read:
             reply.header.rcode = RCODE.SERVFAIL  # nothing to answer from yet
             return
-        answer = self.choose()
+        answer = self.choose(name)
         if answer is None:
             self._negative(reply, RCODE.NXDOMAIN)  # the name has no records
         elif qtype != QTYPE.A:
             self._negative(reply, RCODE.NOERROR)  # the name exists, with no data of that type
         else:
-            reply.add_answer(RR(self.name, QTYPE.A, rdata=A(answer.address), ttl=answer.ttl))
+            reply.add_answer(RR(name, QTYPE.A, rdata=A(answer.address), ttl=answer.ttl))
             with self._lock:
-                self.answers[answer.set_identifier] += 1
+                self.answers_by_name[name][answer.set_identifier] += 1
+                if name == self.name:
+                    self.answers[answer.set_identifier] += 1
 
     def _negative(self, reply: DNSRecord, rcode: int, *, answer_soa: bool = False) -> None:
         reply.header.rcode = rcode

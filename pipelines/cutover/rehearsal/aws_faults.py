@@ -647,7 +647,7 @@ class _Faults:
         self._bad_database()
         publisher = AlbMetricsPublisher(
             self.stack.aws.client("cloudwatch"),
-            {c: self.stack.balancers[c].spec.access_log_path for c in COLORS},
+            {c: self.stack.access_log(c) for c in COLORS},  # ledger's requests on each ALB
             {c: alb_arns(c) for c in COLORS},
         )
         publisher.start()

@@ -8,6 +8,10 @@ longer); each answer leads to that color's ALB-shaped Envoy (60 s idle timeouts,
 stickiness, target-group health checks). So the old color keeps getting requests after
 its weight went to 0, for as long as cached answers live: the report measures it, and
 the old color is retired only once its traffic has stopped (`cutover retire`).
+
+Then the second service, greeter (examples/greeter), is released and rolled back the same
+way, with its own environment file, while ledger's load keeps running: the ALBs are shared
+(a host rule per service), so its release must leave ledger's records and requests alone.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from typing import Any
 
 from cutover import envconfig
 from cutover.build import build_retire_parts
+from cutover.local.aws import weighted_records
 from cutover.machine import Gates, ReleaseMachine, Result
 from cutover.model import COLORS, Color, Traffic
-from cutover.rehearsal.aws_stack import AwsShape, AwsStack
+from cutover.rehearsal import greeter
+from cutover.rehearsal.aws_stack import GREETER_ENV_NAME, AwsShape, AwsStack
 from cutover.rehearsal.load import LoadGenerator, LoadResult
 from cutover.rehearsal.rehearse import FOREVER, Rehearsal
 from cutover.rehearsal.stickiness import EnvoyHealthMonitor
@@ -49,10 +55,15 @@ class AwsRehearsal(Rehearsal):
                     f"{stack.zone.record_name} weighted blue 100 / green 0, DNS TTL {shape.dns_ttl_seconds}s"
                 )
                 stack.start_aws()
+                second = (
+                    f" and greeter blue ({len(stack.greeter_ports['blue'])} processes, {greeter.BLUE_IMAGE})"
+                    if stack.has_greeter
+                    else " (examples/greeter is not here: no second service)"
+                )
                 self.say(
-                    f"starting blue ({plan.pods} ledger processes, v1) behind its ALB "
-                    f"({stack.balancers['blue'].url}, idle timeout {shape.idle_timeout_seconds:g}s); "
-                    f"green's ALB at {stack.balancers['green'].url}"
+                    f"starting blue ({plan.pods} ledger processes, v1){second} behind its ALB "
+                    f"({stack.balancers['blue'].url}, a host rule per service, idle timeout "
+                    f"{shape.idle_timeout_seconds:g}s); green's ALB at {stack.balancers['green'].url}"
                 )
                 stack.start_colors_and_balancers("v1")
                 self.say(f"`cutover status --env {stack.env_file}` shows the live state")
@@ -92,6 +103,7 @@ class AwsRehearsal(Rehearsal):
                 self.stop_if_cancelled()
                 retire = self._retire(stack, machine, "green", load)
                 self.stop_if_cancelled()
+                services = {greeter.NAME: self._greeter(stack)} if stack.has_greeter else {}
 
                 faults = self._aws_faults(stack, load, gates) if plan.faults else None
                 self.stop_if_cancelled()
@@ -104,10 +116,12 @@ class AwsRehearsal(Rehearsal):
                 monitors = []
                 report = self._report(stack, result, balance_before, release, rollback, faults)  # type: ignore[arg-type]
                 report.update(self._dns_report(stack, result, rollback, retire))
+                report["services"] = services
                 report["checks_passed"] = (
                     report["checks_passed"]
                     and retire["outcome"] == "retired"
                     and all(f["as_expected"] for f in faults or [])
+                    and all(s["passed"] for s in services.values())
                 )
             finally:
                 self.tear_down(report, stack, load, monitors, "colors (SIGTERM), ALBs, DNS, moto, Postgres")
@@ -145,6 +159,73 @@ class AwsRehearsal(Rehearsal):
             "reason": result.reason,
         }
 
+    # -------------------------------------------------------------- the second service
+
+    def _greeter(self, stack: AwsStack) -> dict[str, Any]:
+        """greeter's release onto green and on-call rollback, through cutover's route53 router
+        with greeter's environment file, under its light client, while ledger's load runs;
+        ledger's records must come out as they went in."""
+        plan = self.plan
+        route53 = stack.aws.client("route53")
+
+        def ledger_records() -> list[dict[str, Any]]:
+            names = (stack.zone.record_name, stack.zone.generation_name)
+            listed = route53.list_resource_record_sets(HostedZoneId=stack.zone_id)["ResourceRecordSets"]
+            return sorted(
+                (r for r in listed if r["Name"].rstrip(".") in {n.rstrip(".") for n in names}),
+                key=lambda r: (r["Name"], r.get("SetIdentifier", "")),
+            )
+
+        before = ledger_records()
+        client = greeter.LightClient(stack.greeter_target(plan.hold_factor))
+        client.start()
+        try:
+            self.say(
+                f"greeter: {client.clients} light clients resolving {stack.greeter_zone.record_name} "
+                f"(the same ALBs, greeter's host rule); `cutover status --env {stack.greeter_env_file}`"
+            )
+            time.sleep(plan.warmup / 2)
+            machine = stack.greeter_machine(self.gates(), self.reporter, time.monotonic)
+            self.say(
+                f"release greeter {greeter.RELEASE_IMAGE} onto green through Route53 "
+                f"(env {GREETER_ENV_NAME}), canary {','.join(map(str, plan.strategy))}, ledger's load running"
+            )
+            release = machine.release(greeter.RELEASE_IMAGE, plan.strategy, bake=plan.bake)
+            self.stop_if_cancelled()
+            # At least a TTL on green 100: every client that honours it has asked green by then.
+            time.sleep(max(plan.observe, stack.shape.dns_ttl_seconds + 0.5))
+            self.say(f"on-call: cutover rollback --env {GREETER_ENV_NAME}")
+            rollback = stack.greeter_machine(self.gates(), self.reporter, time.monotonic).rollback()
+            self.stop_if_cancelled()
+            time.sleep(plan.observe)
+        finally:
+            result = client.stop()
+        after = ledger_records()
+        failed = result.failed()
+        live = weighted_records(route53, stack.zone_id, stack.greeter_zone.record_name)
+        weights = {r["SetIdentifier"]: int(r["Weight"]) for r in live}
+        report: dict[str, Any] = {
+            "release": _outcome(release),
+            "rollback": _outcome(rollback),
+            "requests": result.requests,
+            "failed_requests": len(failed),
+            "served_by": result.served_by_color(),
+            "weights_after": weights,
+            "ledger_records_untouched": before == after,
+        }
+        if failed:
+            report["failed_examples"] = [a.describe(self.started) for a in failed[:5]]
+        report["passed"] = (
+            release.state.value == "succeeded"
+            and [s.get("to", {}).get("green") for s in release.steps][-1:] == [100]
+            and rollback.state.value == "succeeded"
+            and weights == {"blue": 100, "green": 0}
+            and result.requests > 0
+            and not failed
+            and before == after
+        )
+        return report
+
     # -------------------------------------------------------------- report
 
     def _dns_report(
@@ -174,3 +255,7 @@ class AwsRehearsal(Rehearsal):
         from cutover.rehearsal.aws_faults import run_faults
 
         return run_faults(self, stack, load, gates)
+
+
+def _outcome(result: Result) -> dict[str, Any]:
+    return {"outcome": result.state.value, "seconds": round(result.seconds, 2), "reason": result.reason}

@@ -28,6 +28,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         ("release", _operation(report.get("release"))),
         ("rollback", _operation(report.get("rollback"))),
         *_dns_rows(report),
+        *_service_rows(report),
         ("processes left", str(report.get("processes_left"))),
         ("took", f"{report.get('seconds')}s"),
         ("passed", _mark(bool(report.get("passed")))),
@@ -89,6 +90,22 @@ def _dns_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{retire['failed_requests']} failed",
         ),
     ]
+
+
+def _service_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """A line per other service: its release and rollback, its own requests."""
+    rows = []
+    for name, service in (report.get("services") or {}).items():
+        served = service.get("served_by", {})
+        rows.append(
+            (
+                name,
+                f"release {_operation(service.get('release'))}, rollback {_operation(service.get('rollback'))}; "
+                f"{service.get('requests', 0):,} requests, {service.get('failed_requests')} failed, "
+                f"blue / green {served.get('blue', 0):,} / {served.get('green', 0):,}",
+            )
+        )
+    return rows
 
 
 def _fault_outcome(fault: dict[str, Any]) -> str:
