@@ -333,8 +333,10 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def _section(parent: Mapping[str, Any], key: str, path: str, known: set[str]) -> dict[str, Any]:
-    """A nested object at `path` (e.g. services.api.drain): an object with only `known` keys."""
-    value = parent.get(key) or {}
+    """A nested object at `path` (e.g. services.api.drain): an object with only `known` keys
+    (unset or null: empty; `false`, `0`, `""` are not objects)."""
+    value = parent.get(key)
+    value = {} if value is None else value
     if not isinstance(value, dict):
         raise _fail(path, "must be an object", f"pulumi config set --path cutover:{path}.<field> <value>")
     unknown = sorted(set(value) - known)
@@ -350,7 +352,7 @@ def _int(section: dict[str, Any], key: str, path: str, default: int, low: int, h
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _fail(
             path,
-            f"must be a whole number from {low} to {high} (got {value!r})",
+            f"must be a whole number from {low} to {high} (got {value!r:.80})",
             f"pulumi config set --path cutover:{path} <n>",
         )
     return value
@@ -361,7 +363,7 @@ def _number(section: dict[str, Any], key: str, path: str, default: float, low: f
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise _fail(
             path,
-            f"must be a number from {low:g} to {high:g} (got {value!r})",
+            f"must be a number from {low:g} to {high:g} (got {value!r:.80})",
             f"pulumi config set --path cutover:{path} <n>",
         )
     return float(value)
@@ -371,7 +373,9 @@ def _bool(section: Mapping[str, Any], key: str, path: str, default: bool) -> boo
     value = section.get(key, default)
     if not isinstance(value, bool):
         raise _fail(
-            path, f"must be true or false (got {value!r})", f"pulumi config set --path cutover:{path} true"
+            path,
+            f"must be true or false (got {value!r:.80})",
+            f"pulumi config set --path cutover:{path} true",
         )
     return value
 
@@ -388,7 +392,7 @@ def _string(
     ):
         raise _fail(
             path,
-            f"is missing or invalid (got {value!r})",
+            f"is missing or invalid (got {value!r:.80})",
             f"pulumi config set cutover:{path} {example or '<value>'}",
         )
     return value
@@ -425,7 +429,7 @@ def _cluster_version(cl: Mapping[str, Any]) -> str:
     if not isinstance(value, str) or not _K8S_VERSION.match(value):
         raise _fail(
             "cluster.version",
-            f'must be a Kubernetes minor version such as "{version}" (got {value!r})',
+            f'must be a Kubernetes minor version such as "{version}" (got {value!r:.80})',
             f"pulumi config set --path cutover:cluster.version {version}",
         )
     return value
@@ -436,7 +440,7 @@ def _support_type(cl: Mapping[str, Any]) -> str:
     if value not in ("STANDARD", "EXTENDED"):
         raise _fail(
             "cluster.supportType",
-            f"must be STANDARD or EXTENDED (got {value!r})",
+            f"must be STANDARD or EXTENDED (got {value!r:.80})",
             "pulumi config set --path cutover:cluster.supportType STANDARD",
         )
     return str(value)
@@ -467,7 +471,7 @@ def _cluster_access(cl: Mapping[str, Any], create: bool) -> ClusterAccess:
             if not isinstance(role, str) or not _ROLE_ARN.match(role):
                 raise _fail(
                     path,
-                    f"must be an IAM role ARN arn:aws:iam::<12 digits>:role/<name> (got {role!r})",
+                    f"must be an IAM role ARN arn:aws:iam::<12 digits>:role/<name> (got {role!r:.80})",
                     f"pulumi config set --path 'cutover:{path}' arn:aws:iam::123456789012:role/<name>",
                 )
             if role in seen:
@@ -513,7 +517,7 @@ def log_retention(section: Mapping[str, Any], key: str, path: str, fallback: int
         raise _fail(
             path,
             f"must be a CloudWatch Logs retention period, one of {', '.join(map(str, LOG_RETENTION_DAYS))} "
-            f"(got {value!r})",
+            f"(got {value!r:.80})",
             f"pulumi config set --path cutover:{path} {above[0] if above else fallback}",
         )
     return int(value)
@@ -524,11 +528,11 @@ def public_access_cidr_problem(cidr: object) -> tuple[str, str] | None:
     to use instead (or None when it can). The clusters are IPv4: EKS takes IPv6 ranges only
     for IPv6 clusters."""
     if not isinstance(cidr, str) or "/" not in cidr:
-        return f"must be an IPv4 CIDR such as 203.0.113.0/24 (got {cidr!r})", "203.0.113.0/24"
+        return f"must be an IPv4 CIDR such as 203.0.113.0/24 (got {cidr!r:.80})", "203.0.113.0/24"
     try:
         network = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
-        return f"must be an IPv4 CIDR such as 203.0.113.0/24 (got {cidr!r})", "203.0.113.0/24"
+        return f"must be an IPv4 CIDR such as 203.0.113.0/24 (got {cidr!r:.80})", "203.0.113.0/24"
     if network.version == 6:
         return f"is IPv6 ({cidr}); the cluster is IPv4 and EKS accepts IPv4 ranges only", "<IPv4 CIDR>"
     if network.prefixlen < WIDEST_PUBLIC_ACCESS_PREFIX:
@@ -550,7 +554,7 @@ def _public_endpoint(cl: Mapping[str, Any], create: bool) -> tuple[bool, tuple[s
         return False, ()
     cidrs = cl.get("publicAccessCidrs") or []
     if not isinstance(cidrs, list):
-        raise _fail("cluster.publicAccessCidrs", f"must be a list of CIDRs (got {cidrs!r})", _SET_CIDR)
+        raise _fail("cluster.publicAccessCidrs", f"must be a list of CIDRs (got {cidrs!r:.80})", _SET_CIDR)
     chosen = "endpointPublicAccess" in cl
     public = _bool(cl, "endpointPublicAccess", "cluster.endpointPublicAccess", bool(cidrs))
     if not cidrs and (public or not chosen):
@@ -677,7 +681,7 @@ def _environment(raw: Mapping[str, Any], stack: str) -> str:
     if environment not in ("dev", "staging", "prod") and not re.match(r"^[a-z][a-z0-9-]{1,20}$", environment):
         raise _fail(
             "environment",
-            f"must be a short lowercase name (got {environment!r})",
+            f"must be a short lowercase name (got {environment!r:.80})",
             "pulumi config set cutover:environment dev",
         )
     return environment
@@ -690,7 +694,7 @@ def _tier(raw: Mapping[str, Any], environment: str) -> str:
     if tier not in TIERS:
         raise _fail(
             "tier",
-            f"must be production or non-production (got {tier!r})",
+            f"must be production or non-production (got {tier!r:.80})",
             "pulumi config set cutover:tier production",
         )
     return str(tier)
@@ -709,7 +713,7 @@ def _network(raw: Mapping[str, Any], region: str, production: bool) -> NetworkCo
     ):
         raise _fail(
             "network.availabilityZones",
-            f"must list at least two distinct zones of {region} (got {listed!r})",
+            f"must list at least two distinct zones of {region} (got {listed!r:.80})",
             f"pulumi config set --path 'cutover:network.availabilityZones[1]' {region}b",
         )
     _check_network_cidr(cidr, len(zones))
@@ -810,7 +814,7 @@ def _database(
     if not _INSTANCE_CLASS.match(instance_class):
         raise _fail(
             "database.instanceClass",
-            f"must look like db.<family>.<size> (got {instance_class!r})",
+            f"must look like db.<family>.<size> (got {instance_class!r:.80})",
             "pulumi config set --path cutover:database.instanceClass db.r6g.large",
         )
     allocated = _int(
@@ -826,7 +830,7 @@ def _database(
     if name and (not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,30}$", name)):
         raise _fail(
             "database.name",
-            f"must be a lowercase Postgres name (got {name!r})",
+            f"must be a lowercase Postgres name (got {name!r:.80})",
             "pulumi config set --path cutover:database.name orders",
         )
     database = DatabaseConfig(
@@ -863,7 +867,8 @@ def _database(
 
 def _colors(section: Mapping[str, Any], at: str, production: bool) -> dict[str, ColorConfig]:
     """A service's `colors` (replicas per color) and `<color>Image`; `at` is its key path."""
-    colors_raw = section.get("colors") or {}
+    colors_raw = section.get("colors")
+    colors_raw = {} if colors_raw is None else colors_raw
     if isinstance(colors_raw, str):  # `pulumi config set --path ...colors '<json>'` stores a string
         try:
             colors_raw = json.loads(colors_raw)
@@ -1044,7 +1049,7 @@ def _service(
     if not isinstance(cutover_env, str) or not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", cutover_env):
         raise _fail(
             f"{at}.cutoverEnv",
-            f"must be a short lowercase name (got {cutover_env!r})",
+            f"must be a short lowercase name (got {cutover_env!r:.80})",
             f"pulumi config set --path cutover:{at}.cutoverEnv {environment}-{name}",
         )
     domain = _string(section, "domain", f"{at}.domain", _DOMAIN, f"{name}.example.com")
@@ -1083,7 +1088,8 @@ def _service(
             "closed (502s)",
             f"pulumi config set --path cutover:{at}.keepAliveSeconds {load_balancer.app_keep_alive_seconds}",
         )
-    chart_values = section.get("chartValues") or {}
+    chart_values = section.get("chartValues")
+    chart_values = {} if chart_values is None else chart_values
     if not isinstance(chart_values, dict):
         raise _fail(
             f"{at}.chartValues",
@@ -1142,7 +1148,7 @@ def _chart(section: Mapping[str, Any], key: str, path: str) -> str:
     if not found:
         raise _fail(
             path,
-            f"must be the directory of a Helm chart meeting the service chart contract (got {value!r})",
+            f"must be the directory of a Helm chart meeting the service chart contract (got {value!r:.80})",
             f"pulumi config set --path cutover:{path} charts/<chart> (docs/onboarding.md)",
         )
     return str(value)
@@ -1156,7 +1162,7 @@ def _health(section: Mapping[str, Any], at: str) -> HealthPaths:
         if not isinstance(value, str) or not _PATH.fullmatch(value) or len(value) > 255:  # Route53's limit
             raise _fail(
                 f"{at}.health.{key}",
-                f"must be a path starting with / without spaces (got {value!r})",
+                f"must be a path starting with / without spaces (got {value!r:.80})",
                 f"pulumi config set --path cutover:{at}.health.{key} /healthz",
             )
         paths[key] = value
@@ -1170,7 +1176,7 @@ def _service_database(section: Mapping[str, Any], at: str) -> ServiceDatabase:
     if mode not in DATABASE_MODES:
         raise _fail(
             f"{path}.mode",
-            f"must be one of {', '.join(DATABASE_MODES)} (got {mode!r})",
+            f"must be one of {', '.join(DATABASE_MODES)} (got {mode!r:.80})",
             f"pulumi config set --path cutover:{path}.mode provisioned",
         )
     extra = {"none": {"user", "secret", "key"}, "provisioned": {"secret", "key"}, "secret": {"user"}}[mode]
@@ -1190,7 +1196,7 @@ def _service_database(section: Mapping[str, Any], at: str) -> ServiceDatabase:
         if not isinstance(key, str) or not _SECRET_KEY.fullmatch(key):
             raise _fail(
                 f"{path}.key",
-                f"must be a Secret key (got {key!r})",
+                f"must be a Secret key (got {key!r:.80})",
                 f"pulumi config set --path cutover:{path}.key DATABASE_URL",
             )
         return ServiceDatabase(mode, url=SecretRef(secret, key))
@@ -1229,7 +1235,7 @@ def _service_env(section: Mapping[str, Any], at: str) -> dict[str, str]:
         if not isinstance(value, str | float):
             raise _fail(
                 f"{at}.env.{name}",
-                f"must be a string (got {value!r})",
+                f"must be a string (got {value!r:.80})",
                 f"pulumi config set --path cutover:{at}.env.{name} <value>",
             )
         env[name] = str(value)
@@ -1291,7 +1297,7 @@ def _traffic(raw: Mapping[str, Any]) -> TrafficConfig:
     ):
         raise _fail(
             "traffic.initialWeights",
-            f"must give blue and green weights 0-100 summing to 100 (got {weights!r})",
+            f"must give blue and green weights 0-100 summing to 100 (got {weights!r:.80})",
             "pulumi config set --path cutover:traffic.initialWeights.blue 100",
         )
     return TrafficConfig(
@@ -1378,7 +1384,7 @@ def network_cidr_problem(cidr: str, zones: int) -> str | None:
     try:
         network = ipaddress.IPv4Network(cidr)
     except ValueError:
-        return f"must be an IPv4 CIDR such as 10.20.0.0/16 (got {cidr!r})"
+        return f"must be an IPv4 CIDR such as 10.20.0.0/16 (got {cidr!r:.80})"
     if not 16 <= network.prefixlen <= 28:
         return f"must be a /16 to /28 block, what a VPC takes (got {cidr})"
     try:
@@ -1427,7 +1433,7 @@ def _vpc_cidr(cl: Mapping[str, Any]) -> str:
     except ValueError:
         raise _fail(
             "cluster.vpcCidr",
-            f"must be the VPC's IPv4 CIDR such as 10.10.0.0/16 (got {value!r})",
+            f"must be the VPC's IPv4 CIDR such as 10.10.0.0/16 (got {value!r:.80})",
             "pulumi config set --path cutover:cluster.vpcCidr <the VPC's CIDR>",
         ) from None
 
@@ -1448,7 +1454,7 @@ def _database_cidr(
         except ValueError:
             raise _fail(
                 "database.cidr",
-                f"must be an IPv4 CIDR such as 10.20.0.0/18 (got {value!r})",
+                f"must be an IPv4 CIDR such as 10.20.0.0/18 (got {value!r:.80})",
                 "pulumi config set --path cutover:database.cidr <the database subnets' CIDR>",
             ) from None
     if existing is not None:

@@ -263,6 +263,10 @@ def test_bad_service_config_names_the_key_and_declares_nothing() -> None:
             {"greeter": {"database": {"mode": "provisioned", "user": "ledger"}}},
             r"cutover:services\.greeter\.database\.user is the database's master user \(ledger\)",
         ),
+        ({"greeter": {"health": False}}, r"cutover:services\.greeter\.health must be an object"),
+        ({"greeter": {"chartValues": False}}, r"cutover:services\.greeter\.chartValues must be an object"),
+        ({"greeter": {"colors": ""}}, r"cutover:services\.greeter\.colors must be an object"),
+        ({"greeter": {"port": "9" * 5000}}, r"cutover:services\.greeter\.port must be a whole number"),
         (
             {"greeter": {"keepAliveSeconds": 60}},
             r"cutover:services\.greeter\.keepAliveSeconds \(60\) must be longer",
@@ -282,9 +286,11 @@ def test_bad_service_config_names_the_key_and_declares_nothing() -> None:
         config, secrets = stack_config("dev")
         config["cutover:services"] = json.dumps(services_with("dev", name, **fields))
         run = Run()
-        with pytest.raises(ConfigError, match=message):
+        with pytest.raises(ConfigError, match=message) as error:
             run_program("dev", config, secrets, run=run)
         assert run.registered == [], message
+        line = str(error.value)  # one line, bounded: a 5,000-character value is not echoed whole
+        assert "\n" not in line and len(line) < 400 and "fix:" in line, line[:200]
 
 
 def test_a_stack_without_a_provisioned_database_makes_none() -> None:

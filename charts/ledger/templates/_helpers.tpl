@@ -127,7 +127,7 @@ a connection the app has just closed and answers 502. The same rule is
 {{- $keepAlive := float64 .Values.http.keepAliveSeconds -}}
 {{- $idle := float64 .Values.aws.idleTimeoutSeconds -}}
 {{- if not (gt $keepAlive $idle) -}}
-{{- fail (printf "drain budget: http.keepAliveSeconds (%v) must be > aws.idleTimeoutSeconds (%v), the load balancer's idle timeout, or it reuses connections ledger has closed (502s); raise http.keepAliveSeconds above %v or lower aws.idleTimeoutSeconds" $keepAlive $idle $idle) -}}
+{{- fail (printf "drain budget: http.keepAliveSeconds (%v) must be > aws.idleTimeoutSeconds (%v), the load balancer's idle timeout, or it reuses connections the service has closed (502s); raise http.keepAliveSeconds above %v or lower aws.idleTimeoutSeconds" $keepAlive $idle $idle) -}}
 {{- end -}}
 {{- $keepAlive -}}
 {{- end }}
