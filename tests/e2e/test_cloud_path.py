@@ -29,26 +29,37 @@ def test_a_full_pulumi_up_from_any_clone_deploys_what_cutover_recorded(env: Env)
         ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
             if args.token == "aws:dynamodb/getTableItem:getTableItem":
                 asked.append(dict(args.args))
-                if args.args["key"].endswith('#release-state"}}'):
+                if json.loads(args.args["key"])["lock_id"]["S"] == "dev#release-state":
                     return {"item": json.dumps(item)}, []
-                return {}, []  # the lock: free (the rollback released it)
+                return {}, []  # the locks: free (the rollback released it); greeter: never released
             if args.token == "aws:ecr/getImage:getImage":
                 return {"imageDigest": f"sha256:{args.args['imageTag']}"}, []
             return super().call(args)
 
-    run = run_program("dev", mocks=ReleaseStateMocks)  # Pulumi.dev.yaml commits v1.4.1 for both
+    # Pulumi.dev.yaml commits v1.4.1 for both colors of ledger (cutoverEnv dev), v0.1.0 of greeter
+    run = run_program("dev", mocks=ReleaseStateMocks)
 
-    assert asked == [  # the lock (an up refuses while cutover operates), then the release state
-        {"tableName": "cutover-dev-locks", "key": json.dumps({"lock_id": {"S": "dev"}})},
-        {"tableName": "cutover-dev-locks", "key": json.dumps({"lock_id": {"S": "dev#release-state"}})},
+    def key(lock_id: str) -> dict[str, str]:
+        return {"tableName": "cutover-dev-locks", "key": json.dumps({"lock_id": {"S": lock_id}})}
+
+    # each service's lock (an up refuses while cutover operates on it), then its release state
+    assert asked == [
+        key("dev-greeter"),
+        key("dev"),
+        key("dev-greeter#release-state"),
+        key("dev#release-state"),
     ]
     tags = {
-        r.inputs["values"]["color"]: r.inputs["values"]["image"]["tag"]
+        r.inputs["name"]: r.inputs["values"]["image"]["tag"]
         for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs.get("chart", "").endswith("charts/ledger")
     }
-    assert tags == {"blue": "v1", "green": "v2"}  # what runs, not the committed v1.4.1
-    assert run.outputs["imageDigests"] == {"blue": "sha256:v1", "green": "sha256:v2"}
+    assert tags == {  # what runs, not the committed v1.4.1; greeter, never released, as committed
+        "ledger-blue": "v1",
+        "ledger-green": "v2",
+        "greeter-blue": "v0.1.0",
+        "greeter-green": "v0.1.0",
+    }
+    assert run.outputs["imageDigests"]["ledger"] == {"blue": "sha256:v1", "green": "sha256:v2"}
     # The live weights are declared as read from Route53 (tests/infra/test_day2.py); running
     # the program changes nothing in the account.
     assert env.weights() == weights_before
@@ -57,8 +68,12 @@ def test_a_full_pulumi_up_from_any_clone_deploys_what_cutover_recorded(env: Env)
 def test_before_the_first_release_the_committed_tags_are_deployed() -> None:
     run = run_program("dev")  # the data source finds nothing (mocks answer empty)
     tags = {
-        r.inputs["values"]["image"]["tag"]
+        r.inputs["name"]: r.inputs["values"]["image"]["tag"]
         for r in run.of_type("kubernetes:helm.sh/v3:Release")
-        if r.inputs.get("chart", "").endswith("charts/ledger")
     }
-    assert tags == {"v1.4.1"}
+    assert tags == {
+        "ledger-blue": "v1.4.1",
+        "ledger-green": "v1.4.1",
+        "greeter-blue": "v0.1.0",
+        "greeter-green": "v0.1.0",
+    }
