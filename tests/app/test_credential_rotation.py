@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,16 +93,27 @@ def _refusals(log: Path) -> int:
     return log.read_text().count(REFUSED_LOG) if log.exists() else 0
 
 
-def _start_as_app(tmp_path: Path, admin_url: str, password_file: Path, **env: str) -> LedgerProcess:
-    settings = {
-        "DATABASE_URL": _as(APP_ROLE, admin_url),
-        "DATABASE_AUTH": "password-file",
-        "DATABASE_PASSWORD_FILE": str(password_file),
-        "LOG_FORMAT": "json",
-        "INSTANCE_ID": "rotation-0",
-        **env,
-    }
-    return LedgerProcess(settings, tmp_path / "ledger.log").start()
+@pytest.fixture
+def start_as_app(tmp_path: Path, admin_url: str) -> Iterator[Callable[..., LedgerProcess]]:
+    """Starts `ledger serve` as ledger_app with a password file; stops what it started."""
+    started: list[LedgerProcess] = []
+
+    def start(password_file: Path, **env: str) -> LedgerProcess:
+        settings = {
+            "DATABASE_URL": _as(APP_ROLE, admin_url),
+            "DATABASE_AUTH": "password-file",
+            "DATABASE_PASSWORD_FILE": str(password_file),
+            "LOG_FORMAT": "json",
+            "INSTANCE_ID": "rotation-0",
+            **env,
+        }
+        process = LedgerProcess(settings, tmp_path / "ledger.log")
+        started.append(process)  # before it starts: a start that fails is stopped too
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 # --- the role -------------------------------------------------------------------------
@@ -190,11 +201,13 @@ def test_databases_on_one_server_migrate_at_once_and_share_the_role(own_postgres
 # --- ledger as ledger_app -------------------------------------------------------------
 
 
-def test_ledger_runs_fully_as_ledger_app_with_its_feed(tmp_path: Path, admin_url: str) -> None:
+def test_ledger_runs_fully_as_ledger_app_with_its_feed(
+    tmp_path: Path, admin_url: str, start_as_app: Callable[..., LedgerProcess]
+) -> None:
     _set_password(admin_url, APP_ROLE, "app-pw-feed")
     password_file = tmp_path / "password"
     _write_atomically(password_file, "app-pw-feed")
-    process = _start_as_app(tmp_path, admin_url, password_file)
+    process = start_as_app(password_file)
 
     async def transfer_and_hear_it() -> tuple[int, dict[str, Any]]:
         async with httpx.AsyncClient(base_url=process.url, timeout=10) as http:
@@ -283,15 +296,15 @@ async def _wait_for_refusal(log: Path, before: int, within: float = 20.0) -> boo
     return False
 
 
-def test_password_rotation_under_load_fails_no_request(tmp_path: Path, admin_url: str) -> None:
+def test_password_rotation_under_load_fails_no_request(
+    tmp_path: Path, admin_url: str, start_as_app: Callable[..., LedgerProcess]
+) -> None:
     _set_password(admin_url, APP_ROLE, "pw-1")
     password_file = tmp_path / "password"
     _write_atomically(password_file, "pw-1")
     # DB_POOL_MAX_QUERIES=4: pooled connections are replaced all the time, so new
     # connections log in throughout the rotation.
-    process = _start_as_app(
-        tmp_path,
-        admin_url,
+    process = start_as_app(
         password_file,
         DB_POOL_MIN="2",
         DB_POOL_MAX="4",
