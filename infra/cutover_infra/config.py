@@ -332,13 +332,19 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _section(parent: Mapping[str, Any], key: str, path: str, known: set[str]) -> dict[str, Any]:
-    """A nested object at `path` (e.g. services.api.drain): an object with only `known` keys
-    (unset or null: empty; `false`, `0`, `""` are not objects)."""
+def _mapping(parent: Mapping[str, Any], key: str, path: str, shape: str, fix: str) -> dict[str, Any]:
+    """The object at `key` (unset or null: empty; `false`, `0`, `""` are not objects)."""
     value = parent.get(key)
     value = {} if value is None else value
     if not isinstance(value, dict):
-        raise _fail(path, "must be an object", f"pulumi config set --path cutover:{path}.<field> <value>")
+        raise _fail(path, f"must be an object{shape}", fix)
+    return value
+
+
+def _section(parent: Mapping[str, Any], key: str, path: str, known: set[str]) -> dict[str, Any]:
+    """A nested object at `path` (e.g. services.api.drain): an object with only `known` keys
+    (unset or null: empty; `false`, `0`, `""` are not objects)."""
+    value = _mapping(parent, key, path, "", f"pulumi config set --path cutover:{path}.<field> <value>")
     unknown = sorted(set(value) - known)
     if unknown:
         raise _fail(
@@ -1088,14 +1094,13 @@ def _service(
             "closed (502s)",
             f"pulumi config set --path cutover:{at}.keepAliveSeconds {load_balancer.app_keep_alive_seconds}",
         )
-    chart_values = section.get("chartValues")
-    chart_values = {} if chart_values is None else chart_values
-    if not isinstance(chart_values, dict):
-        raise _fail(
-            f"{at}.chartValues",
-            "must be an object (chart values)",
-            f"pulumi config set --path cutover:{at}.chartValues.<key> <value>",
-        )
+    chart_values = _mapping(
+        section,
+        "chartValues",
+        f"{at}.chartValues",
+        " (chart values)",
+        f"pulumi config set --path cutover:{at}.chartValues.<key> <value>",
+    )
     computed = sorted(set(chart_values) & COMPUTED_CHART_VALUES)
     if computed:
         raise _fail(
@@ -1220,14 +1225,13 @@ def _env_name(name: Any, path: str) -> str:
 
 
 def _service_env(section: Mapping[str, Any], at: str) -> dict[str, str]:
-    found = section.get("env")
-    found = {} if found is None else found
-    if not isinstance(found, dict):
-        raise _fail(
-            f"{at}.env",
-            "must be an object (name -> value)",
-            f"pulumi config set --path cutover:{at}.env.GREETING_STYLE plain",
-        )
+    found = _mapping(
+        section,
+        "env",
+        f"{at}.env",
+        " (name -> value)",
+        f"pulumi config set --path cutover:{at}.env.GREETING_STYLE plain",
+    )
     env = {}
     for name, given in found.items():
         _env_name(name, f"{at}.env.{name}")
@@ -1243,14 +1247,13 @@ def _service_env(section: Mapping[str, Any], at: str) -> dict[str, str]:
 
 
 def _secret_env(section: Mapping[str, Any], at: str) -> dict[str, SecretRef]:
-    found = section.get("secretEnv")
-    found = {} if found is None else found
-    if not isinstance(found, dict):
-        raise _fail(
-            f"{at}.secretEnv",
-            "must be an object (name -> {secret, key})",
-            f"pulumi config set --path cutover:{at}.secretEnv.API_TOKEN.secret <secret>",
-        )
+    found = _mapping(
+        section,
+        "secretEnv",
+        f"{at}.secretEnv",
+        " (name -> {secret, key})",
+        f"pulumi config set --path cutover:{at}.secretEnv.API_TOKEN.secret <secret>",
+    )
     refs = {}
     for name in found:
         path = f"{at}.secretEnv.{name}"

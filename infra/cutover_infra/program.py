@@ -308,11 +308,10 @@ def _record(record: Any) -> dict[str, Any]:
     }
 
 
-def _refuse_while_locked(cutover_env: str, environment: str | None = None) -> None:
+def _refuse_while_locked(cutover_env: str, environment: str) -> None:
     """Stop here while a cutover operation holds a service's release lock (unless this run is
     that operation's own deployer): an `up` then could undo what it is doing."""
-    table_env = environment or cutover_env
-    item = _lock_table_item(table_env, lock_key(cutover_env), f"cutover's release lock of {cutover_env}")
+    item = _lock_table_item(environment, lock_key(cutover_env), f"cutover's release lock of {cutover_env}")
     refusal = lock_refusal(item, cutover_env, os.environ.get(LOCK_OWNER_ENV), time.time())
     if refusal is None:
         return

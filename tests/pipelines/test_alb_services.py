@@ -21,6 +21,7 @@ from cutover.adapters.local_deployer import LocalDeployer
 from cutover.envoy.alb import UNKNOWN_HOST_BODY, AlbBalancer, AlbService, AlbSpec, alb_bootstrap
 from cutover.local.ports import free_port
 from cutover.model import Color
+from tests.pipelines.test_alb import running, wait_for
 
 ADDRESS = "127.0.0.3"
 GREETER_DIR = Path(__file__).resolve().parents[2] / "examples" / "greeter"
@@ -151,24 +152,6 @@ def greeters(directory: Path, image: str, instances: int) -> Iterator[LocalDeplo
         yield deployer
     finally:
         deployer.stop("green")
-
-
-@contextlib.contextmanager
-def running(spec: AlbSpec) -> Iterator[AlbBalancer]:
-    balancer = AlbBalancer(spec)
-    balancer.start()
-    try:
-        yield balancer
-    finally:
-        balancer.stop()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
 
 
 def _logged(path: Path) -> list[dict[str, Any]]:

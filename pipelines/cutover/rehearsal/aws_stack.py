@@ -264,31 +264,17 @@ class AwsStack:
     def write_env_file(self, gates: Mapping[str, float] | None = None) -> Path:
         """The environment file cutover reads, as for a real AWS account (plus the endpoint)."""
         image_env = {**self.image_env}
-        spec = envfile.EnvFile(
+        spec = self._env_file(
             name=ENV_NAME,
-            router=envfile.Route53Router(
-                hosted_zone_id=self.zone_id,
-                record_name=self.zone.record_name,
-                answer_ttl_seconds=self.shape.dns_ttl_seconds,
-            ),
+            service=LEDGER,
+            record_name=self.zone.record_name,
             deployer=envfile.LocalDeployer(
                 state_dir=str(self.workdir / "colors"),
                 ports=self.ports,
                 env={"DATABASE_URL": self.database_url, **self.app_env},
                 image_env=image_env or None,
             ),
-            lock=envfile.DynamoDBLock(table="locks", lease_seconds=30),
-            history=envfile.DynamoDBTable(table="history"),
-            aws=envfile.Aws(region=REGION, endpoint_url=self.aws.endpoint, call_budget_seconds=20),
-            # `https://<color>.ledger.example.com` through the color's ALB (its endpoint listener)
-            colors={c: envfile.ColorEntry(endpoint=self.balancers[c].service_url(LEDGER)) for c in COLORS},
             gates=dict(gates) if gates else None,
-            # ledger's access logs on the ALBs, flushed every 0.1 s (`cutover retire` reads them).
-            traffic_meter=envfile.AccessLogMeter(
-                paths={c: str(self.access_log(c)) for c in COLORS},
-                lag_seconds=0.5,
-                settle_seconds=self.settle_seconds,
-            ),
         )
         self.env_file.write_text(json.dumps(spec.to_dict(), indent=2))
         return self.env_file
@@ -298,13 +284,10 @@ class AwsStack:
         name), in the same zone and tables as ledger's; its gates on its own paths."""
         assert self.greeter_source is not None
         source = self.greeter_source
-        spec = envfile.EnvFile(
+        spec = self._env_file(
             name=GREETER_ENV_NAME,
-            router=envfile.Route53Router(
-                hosted_zone_id=self.zone_id,
-                record_name=self.greeter_zone.record_name,
-                answer_ttl_seconds=self.shape.dns_ttl_seconds,
-            ),
+            service=greeter.NAME,
+            record_name=self.greeter_zone.record_name,
             deployer=envfile.LocalDeployer(
                 state_dir=str(self.workdir / "greeter-colors"),
                 ports=self.greeter_ports,
@@ -313,22 +296,38 @@ class AwsStack:
                 command=greeter.command(),
                 live_path=greeter.LIVE_PATH,
             ),
-            lock=envfile.DynamoDBLock(table="locks", lease_seconds=30),
-            history=envfile.DynamoDBTable(table="history"),
-            aws=envfile.Aws(region=REGION, endpoint_url=self.aws.endpoint, call_budget_seconds=20),
-            colors={
-                c: envfile.ColorEntry(endpoint=self.balancers[c].service_url(greeter.NAME)) for c in COLORS
-            },
             smoke_checks=(SmokeCheck(name="liveness", path=greeter.LIVE_PATH),),
             ready_path=greeter.READY_PATH,
-            traffic_meter=envfile.AccessLogMeter(
-                paths={c: str(self.access_log(c, greeter.NAME)) for c in COLORS},
-                lag_seconds=0.5,
-                settle_seconds=self.settle_seconds,
-            ),
         )
         self.greeter_env_file.write_text(json.dumps(spec.to_dict(), indent=2))
         return self.greeter_env_file
+
+    def _env_file(
+        self, *, name: str, service: str, record_name: str, deployer: envfile.LocalDeployer, **extra: Any
+    ) -> envfile.EnvFile:
+        """One service's environment file: its route53 record, the shared lock, history and
+        AWS endpoint, each color through that color's ALB (`https://<color>.<domain>`, on the
+        service's endpoint listener), and the service's own access logs on the ALBs, flushed
+        every 0.1 s (`cutover retire` reads them)."""
+        return envfile.EnvFile(
+            name=name,
+            router=envfile.Route53Router(
+                hosted_zone_id=self.zone_id,
+                record_name=record_name,
+                answer_ttl_seconds=self.shape.dns_ttl_seconds,
+            ),
+            deployer=deployer,
+            lock=envfile.DynamoDBLock(table="locks", lease_seconds=30),
+            history=envfile.DynamoDBTable(table="history"),
+            aws=envfile.Aws(region=REGION, endpoint_url=self.aws.endpoint, call_budget_seconds=20),
+            colors={c: envfile.ColorEntry(endpoint=self.balancers[c].service_url(service)) for c in COLORS},
+            traffic_meter=envfile.AccessLogMeter(
+                paths={c: str(self.access_log(c, service)) for c in COLORS},
+                lag_seconds=0.5,
+                settle_seconds=self.settle_seconds,
+            ),
+            **extra,
+        )
 
     # -------------------------------------------------------------- operate
 
