@@ -358,6 +358,8 @@ def test_weights_both_zero_are_shown_and_rollback_repairs_them(env: Env) -> None
         (lambda s: s["router"].update(hosted_zone_id="ZNOSUCHZONE"), "`router.hosted_zone_id`"),
         (lambda s: s["lock"].update(table="no-such-table"), "`lock.table`"),
         (lambda s: s["history"].update(table="no-such-table"), "`history.table`"),
+        (lambda s: s.update(ready_path="readyz"), "`ready_path` must be a path starting with /"),
+        (lambda s: s["deployer"].update(command=[]), "`deployer.command` must be the argv of one instance"),
     ],
     ids=[
         "missing-key",
@@ -367,6 +369,8 @@ def test_weights_both_zero_are_shown_and_rollback_repairs_them(env: Env) -> None
         "wrong-zone",
         "no-lock-table",
         "no-history-table",
+        "ready-path-not-a-path",
+        "deployer-command-empty",
     ],
 )
 def test_a_bad_environment_file_is_one_line_exit_2_and_changes_nothing(
