@@ -240,3 +240,19 @@ def test_a_lease_without_an_expiry_is_free_to_take(dynamodb: Any) -> None:
     assert (lock.holder() or {})["expired"] is True
     lock.acquire("oncall@laptop", "rollback")
     lock.release()
+
+
+def test_two_services_of_one_stack_share_the_lock_table_but_not_the_lock(dynamodb: Any) -> None:
+    """Each service's cutover environment is its lock key (issue 16): ledger (`dev`) and
+    greeter (`dev-greeter`) release at the same time; two operators on one service do not."""
+    clock = Clock()
+    ledger = DynamoDBLock(dynamodb, "locks", "dev", clock=clock)
+    greeter = DynamoDBLock(dynamodb, "locks", "dev-greeter", clock=clock)
+    ledger.acquire("ci@ledger", "release")
+    greeter.acquire("ci@greeter", "release")  # not refused: another service's lock
+    with pytest.raises(LockHeld) as held:
+        DynamoDBLock(dynamodb, "locks", "dev-greeter", clock=clock).acquire("oncall@laptop", "rollback")
+    assert held.value.holder["owner"] == "ci@greeter"
+    greeter.release()
+    assert ledger.holder() is not None and greeter.holder() is None
+    ledger.release()
