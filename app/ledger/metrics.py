@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 # Latency buckets in seconds: fine-grained where an API like this one lives.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = (*map(floatToGoString, LATENCY_BUCKETS), "+Inf")
 
 PoolStats = Callable[[], tuple[int, int, int] | None]  # (in use, idle, max) or None
 
@@ -19,22 +25,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "ledger_http_requests_total",
-            "HTTP requests by method, route template and status code.",
-            ("method", "route", "status"),
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "ledger_http_request_duration_seconds",
-            "Time from request start to the end of the response body.",
-            ("method", "route"),
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "ledger_http_requests_in_flight", "HTTP requests being served.", registry=self.registry
-        )
+        self.http = HttpRequestMetrics()
+        self.registry.register(self.http)
         self.transfers = Counter(
             "ledger_transfers_total",
             "Transfer requests by outcome (committed, replayed, insufficient_funds, ...).",
@@ -112,3 +104,78 @@ class _PoolCollector(Collector):
             family.add_metric(["idle"], idle)
             family.add_metric(["max"], size_max)
         yield family
+
+
+class RequestSeries:
+    """One (method, route, status): its request count and latency histogram."""
+
+    __slots__ = ("bucket_counts", "count", "created", "total_seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_seconds = 0.0
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: above every bound
+        self.created = time.time()
+
+    def observe(self, seconds: float) -> None:
+        """Count one request that took `seconds`."""
+        self.count += 1
+        self.total_seconds += seconds
+        self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: seconds <= bound
+
+
+class HttpRequestMetrics(Collector):
+    """`ledger_http_requests_total`, `ledger_http_request_duration_seconds` and
+    `ledger_http_requests_in_flight`, kept as plain numbers.
+
+    Every request updates them, so they are the metrics' hot path: prometheus_client's
+    Counter and Histogram take a lock per update (three per request) for updates from any
+    thread. These are updated and read (by the /metrics handler) on the event loop's thread
+    only, so they need none; the exposition is the same as those classes give.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._series: dict[tuple[str, str, int], RequestSeries] = {}
+
+    def series(self, method: str, route: str, status: int) -> RequestSeries:
+        """The series that counts requests answered `status` on this method and route."""
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self._series[(method, route, status)] = RequestSeries()
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "ledger_http_requests",
+            "HTTP requests by method, route template and status code.",
+            labels=("method", "route", "status"),
+        )
+        by_route: dict[tuple[str, str], list[RequestSeries]] = {}
+        for (method, route, status), series in self._series.items():
+            requests.add_metric((method, route, str(status)), series.count, created=series.created)
+            by_route.setdefault((method, route), []).append(series)
+        yield requests
+        latency = HistogramMetricFamily(
+            "ledger_http_request_duration_seconds",
+            "Time from request start to the end of the response body.",
+            labels=("method", "route"),
+        )
+        for (method, route), statuses in by_route.items():
+            counts = map(sum, zip(*(s.bucket_counts for s in statuses), strict=True))
+            latency.add_metric(
+                (method, route),
+                list(zip(_BUCKET_LABELS, itertools.accumulate(counts), strict=True)),
+                sum(s.total_seconds for s in statuses),
+            )
+            latency.samples.append(  # what prometheus_client's Histogram exports beside the buckets
+                Sample(
+                    "ledger_http_request_duration_seconds_created",
+                    {"method": method, "route": route},
+                    min(s.created for s in statuses),
+                )
+            )
+        yield latency
+        yield GaugeMetricFamily(
+            "ledger_http_requests_in_flight", "HTTP requests being served.", value=self.in_flight
+        )

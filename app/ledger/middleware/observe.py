@@ -30,7 +30,7 @@ class ObserveMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._children: dict[tuple[str, str, int], tuple[object, object]] = {}
+        self._http = metrics.http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,8 +38,8 @@ class ObserveMiddleware:
             return
         start = time.perf_counter()
         status = 0
-        in_flight = self.metrics.in_flight
-        in_flight.inc()
+        http = self._http
+        http.in_flight += 1
 
         async def send_and_observe(message: Message) -> None:
             nonlocal status
@@ -50,25 +50,20 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, send_and_observe)
         finally:
-            in_flight.dec()
+            http.in_flight -= 1
             if not status:  # no response was sent: the client left, or the app crashed
                 status = CLIENT_CLOSED_REQUEST if scope.get("state", {}).get("client_closed") else 500
             self.record(scope, status, time.perf_counter() - start)
 
     def record(self, scope: Scope, status: int, seconds: float) -> None:
         """Count and time one answered request, and log it."""
-        method, route = scope["method"], route_template(scope)
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.metrics.requests.labels(method, route, str(status)),
-                self.metrics.latency.labels(method, route),
-            )
-            self._children[key] = children
-        counter, histogram = children
-        counter.inc()  # type: ignore[attr-defined]
-        histogram.observe(seconds)  # type: ignore[attr-defined]
+        route = route_template(scope)
+        self._http.series(scope["method"], route, status).observe(seconds)
+        self.log(scope, route, status, seconds)
+
+    def log(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+        """The access log line of one answered request (DEBUG for probes and scrapes)."""
+        method = scope["method"]
         level = logging.DEBUG if scope["path"].startswith(QUIET_PREFIXES) else logging.INFO
         if access_log.isEnabledFor(level):
             access_log.log(
