@@ -37,7 +37,6 @@ two clock reads and no timer.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import uuid
 from collections.abc import Callable
@@ -67,8 +66,12 @@ class _StopParsing(Exception):
     """Raised from a parser callback to stop parsing a request already refused."""
 
 
-class Phase(enum.Enum):
-    """Where a connection is in its current request."""
+class Phase:
+    """Where a connection is in its current request.
+
+    Plain class attributes, compared with `is`: every request reads the phase several
+    times, and an Enum member lookup costs five times as much (Python 3.11).
+    """
 
     HEADERS = "headers"  # waiting for (the rest of) a request line and headers: idle
     BODY = "body"  # headers read, body still arriving
@@ -176,37 +179,17 @@ class _Cycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
-        content = [STATUS_LINE[status_code]]
+        pairs = (*self.default_headers, *message.get("headers", ()))
+        # Most lines are known; only the others (a request id, a length) are checked, in order.
+        lines = [STATUS_LINE[status_code], *map(_checked_lines.get, pairs)]
         has_connection_close = False
-        for pair in (*self.default_headers, *message.get("headers", ())):
-            line = _checked_lines.get(pair)
-            if line is None:
-                name, value = pair
-                checked_name = _checked_names.get(name)
-                if checked_name is None:
-                    if HEADER_RE.search(name):
-                        raise RuntimeError("Invalid HTTP header name.")
-                    checked_name = name.lower()
-                    if len(_checked_names) < _REUSABLE_MAX:
-                        _checked_names[name] = checked_name
-                if HEADER_VALUE_RE.search(value):
-                    raise RuntimeError("Invalid HTTP header value.")
-                name = checked_name
-                if name == b"content-length" and self.chunked_encoding is None:
-                    self.expected_content_length = int(value.decode())
-                    self.chunked_encoding = False
-                elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                    self.expected_content_length = 0
-                    self.chunked_encoding = True
-                elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
-                    self.keep_alive = False
-                    has_connection_close = True
-                line = b"%s: %s\r\n" % (name, value)
-                if name in _REUSABLE_NAMES:
-                    if len(_checked_lines) >= _REUSABLE_MAX:
-                        _checked_lines.clear()
-                    _checked_lines[pair] = line
-            content.append(line)
+        index = 0
+        for _ in range(lines.count(None)):
+            index = lines.index(None, index + 1)
+            line, closes = self._checked_line(pairs[index - 1])
+            lines[index] = line
+            has_connection_close = has_connection_close or closes
+        content: list[bytes] = lines  # type: ignore[assignment]  # no None is left
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")
         if self.chunked_encoding is None and self.scope["method"] != "HEAD" and status_code not in (204, 304):
@@ -214,6 +197,37 @@ class _Cycle(RequestResponseCycle):
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
         self._head = b"".join(content)
+
+    def _checked_line(self, pair: tuple[bytes, bytes]) -> tuple[bytes, bool]:
+        """A header line checked by uvicorn's rules, and whether it is `connection: close`;
+        content-length, transfer-encoding and connection act on the cycle as in uvicorn."""
+        name, value = pair
+        checked_name = _checked_names.get(name)
+        if checked_name is None:
+            if HEADER_RE.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            checked_name = name.lower()
+            if len(_checked_names) < _REUSABLE_MAX:
+                _checked_names[name] = checked_name
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
+        name = checked_name
+        closes = False
+        if name == b"content-length" and self.chunked_encoding is None:
+            self.expected_content_length = int(value.decode())
+            self.chunked_encoding = False
+        elif name == b"transfer-encoding" and value.lower() == b"chunked":
+            self.expected_content_length = 0
+            self.chunked_encoding = True
+        elif name == b"connection" and b"close" in [t.lower().strip() for t in value.split(b",")]:
+            self.keep_alive = False
+            closes = True
+        line = b"%s: %s\r\n" % (name, value)
+        if name in _REUSABLE_NAMES:
+            if len(_checked_lines) >= _REUSABLE_MAX:
+                _checked_lines.clear()
+            _checked_lines[pair] = line
+        return line, closes
 
     def _send_with_head(self, head: bytes, message: HTTPResponseBodyEvent) -> bool:
         """Write the pending head with this body message, as uvicorn writes a body with a
@@ -251,7 +265,7 @@ class LedgerHttpProtocol(HttpToolsProtocol):
     served_by: ClassVar[bytes] = b"unknown"
     registry: ClassVar[Connections] = Connections(HttpLimits())
 
-    phase: Phase = Phase.HEADERS
+    phase: str = Phase.HEADERS
     since: float = 0.0  # when the current wait began (connection open, headers, last response)
     # When the request's head began arriving (its first byte, or the connection opening);
     # None while idle between keep-alive requests. The header timeout counts from it.
@@ -305,23 +319,26 @@ class LedgerHttpProtocol(HttpToolsProtocol):
             self._refuse_head_too_large()
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self.registry.limits.max_header_bytes:
+            self._stop_head_too_large()
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._head_bytes > self.registry.limits.max_header_bytes:
+            self._stop_head_too_large()
         super().on_header(name, value)
 
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0
         super().on_body(body)
 
-    def _count_head(self, size: int) -> None:
-        """Count parsed request line, header or trailer bytes; past the limit, stop parsing."""
-        self._head_bytes += size
-        if self._head_bytes > self.registry.limits.max_header_bytes:
-            self._refuse_head_too_large()
-            raise _StopParsing  # httptools stops parsing; send_400_response sees the flag
+    def _stop_head_too_large(self) -> None:
+        """The request line, headers and trailers parsed so far are past the limit (counted in
+        on_url and on_header, inline: they run for every request): refuse, stop parsing."""
+        self._refuse_head_too_large()
+        raise _StopParsing  # httptools stops parsing; send_400_response sees the flag
 
     def _refuse_head_too_large(self) -> None:
         """431 now, or, while a response is under way on this connection, once it is sent."""

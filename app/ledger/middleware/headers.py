@@ -80,5 +80,10 @@ def _more_requests(scope: Scope) -> bool:
 def _incoming_request_id(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            return value if _VALID_REQUEST_ID.match(value) else None
+            return valid_request_id(value)
     return None
+
+
+def valid_request_id(value: bytes) -> bytes | None:
+    """An incoming `x-request-id` if it is a sane token (kept), else None (replaced)."""
+    return value if _VALID_REQUEST_ID.match(value) else None

@@ -17,9 +17,11 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ledger.middleware.headers import ResponseHeadersMiddleware
+from ledger.entropy import random_bytes
+from ledger.metrics import RequestSeries
+from ledger.middleware.headers import ResponseHeadersMiddleware, valid_request_id
 from ledger.middleware.observe import ObserveMiddleware
-from ledger.middleware.tracing import current_trace, start_trace
+from ledger.middleware.tracing import current_trace, response_headers, trace_context
 
 LIVE_PATH = "/health/live"
 LIVE_BODY = b'{"status":"ok"}'
@@ -46,6 +48,7 @@ class LivenessMiddleware:
         self.app = app
         self.headers = headers
         self.observe = observe
+        self._series: dict[str, RequestSeries] = {}  # by method: GET, HEAD
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != LIVE_PATH or scope["method"] not in ("GET", "HEAD"):
@@ -53,18 +56,45 @@ class LivenessMiddleware:
             return
         start = time.perf_counter()
         scope["route"] = _LIVE_ROUTE
-        request_id = self.headers.request_id(scope)
-        trace, trace_headers = start_trace(scope)
+        # What ResponseHeadersMiddleware.request_id and tracing.start_trace do, in one pass
+        # over the headers and one draw of random bytes: this is the hot path.
+        request_id: bytes | None = None
+        traceparent: list[str] = []
+        tracestate: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if request_id is None:
+                    request_id = valid_request_id(value) or b""
+            elif name == b"traceparent":
+                traceparent.append(value.decode("latin-1"))
+            elif name == b"tracestate":
+                tracestate.append(value.decode("latin-1"))
+        entropy = random_bytes(40)  # a span (and trace) id, then a request id
+        request_id = request_id or entropy[24:].hex().encode()
+        trace = trace_context(traceparent, tracestate, entropy[:24])
+        state = scope.setdefault("state", {})
+        state["request_id"], state["trace"] = request_id.decode(), trace
         token = current_trace.set(trace)  # the access log line (DEBUG for probes) carries it
         try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [*_HEADERS, *trace_headers, *self.headers.headers_for(scope, request_id)],
+                    "headers": [
+                        *_HEADERS,
+                        *response_headers(trace),
+                        *self.headers.headers_for(scope, request_id),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": LIVE_BODY})
-            self.observe.record(scope, 200, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            series = self._series.get(scope["method"])
+            if series is None:
+                series = self._series[scope["method"]] = self.observe.metrics.http.series(
+                    scope["method"], LIVE_PATH, 200
+                )
+            series.observe(seconds)
+            self.observe.log(scope, LIVE_PATH, 200, seconds)
         finally:
             current_trace.reset(token)

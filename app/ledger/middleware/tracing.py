@@ -141,10 +141,14 @@ def start_trace(scope: Scope) -> tuple[TraceContext, list[tuple[bytes, bytes]]]:
     """This request's trace context (kept in scope state) and the response headers it gives."""
     trace = trace_context(*trace_headers(scope), random_bytes(24))
     scope.setdefault("state", {})["trace"] = trace
-    headers = [(b"traceparent", trace.traceparent().encode())]
+    return trace, response_headers(trace)
+
+
+def response_headers(trace: TraceContext) -> list[tuple[bytes, bytes]]:
+    """`traceparent` naming this span, and the kept `tracestate` if any."""
     if trace.tracestate:
-        headers.append((b"tracestate", trace.tracestate.encode()))
-    return trace, headers
+        return [(b"traceparent", trace.traceparent().encode()), (b"tracestate", trace.tracestate.encode())]
+    return [(b"traceparent", trace.traceparent().encode())]
 
 
 class TracingMiddleware:
