@@ -24,8 +24,14 @@ from ledger.routes.transfers import transfer_routes
 from ledger.runtime import Runtime
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGIApp, Runtime]:
-    """The ledger ASGI app and the runtime it drives (the server drains through it)."""
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, *, server_adds_process_headers: bool = False
+) -> tuple[ASGIApp, Runtime]:
+    """The ledger ASGI app and the runtime it drives (the server drains through it).
+
+    `server_adds_process_headers`: the server writes `x-served-by` and the security headers
+    on every response (see `ledger.server`), so the app does not add them again.
+    """
     runtime = runtime or Runtime(settings)
     client_address = ClientAddress(settings.trusted_proxies)
 
@@ -62,7 +68,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> tuple[ASGI
     # Around the access log and every answer (errors' too): trace ids in each log line of a
     # request and `traceparent` on each response.
     app = TracingMiddleware(observe)
-    headers = ResponseHeadersMiddleware(app, settings.served_by, lambda: runtime.draining)
+    headers = ResponseHeadersMiddleware(
+        app,
+        settings.served_by,
+        lambda: runtime.draining,
+        server_adds_process_headers=server_adds_process_headers,
+    )
     # The kubelet's most frequent question, answered first with the stack's own headers,
     # trace and metrics (see the module).
     app = LivenessMiddleware(headers, headers=headers, observe=observe)

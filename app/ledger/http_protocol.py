@@ -148,6 +148,31 @@ _checked_lines: dict[tuple[bytes, bytes], bytes] = {}
 _checked_names: dict[bytes, bytes] = {}
 
 
+# The server's default headers (the date, and the process headers ledger configures) as
+# lines, for the list uvicorn holds now: it builds a new one when the date changes.
+_rendered_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+_MEANINGFUL_NAMES = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+
+
+def _default_lines(defaults: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The lines of these default headers, checked by uvicorn's rules and rendered once per
+    list; None when one of them means something to the server (left to each response)."""
+    global _rendered_defaults
+    rendered_for, lines = _rendered_defaults
+    if rendered_for is defaults:
+        return lines
+    if any(name.lower() in _MEANINGFUL_NAMES for name, _ in defaults):
+        return None
+    for name, value in defaults:
+        if HEADER_RE.search(name):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(value):
+            raise RuntimeError("Invalid HTTP header value.")
+    lines = b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in defaults)
+    _rendered_defaults = (defaults, lines)  # holding the list: its id is never reused meanwhile
+    return lines
+
+
 class _Cycle(RequestResponseCycle):
     """uvicorn's request/response cycle, writing a response head with the header lines it
     checked before reused (the same checks as uvicorn's for every other header).
@@ -179,14 +204,18 @@ class _Cycle(RequestResponseCycle):
         self.response_started = True
         self.waiting_for_100_continue = False
         status_code = message["status"]
-        pairs = (*self.default_headers, *message.get("headers", ()))
+        defaults = _default_lines(self.default_headers)
+        if defaults is None:  # a default header that means something to the server: per response
+            defaults, pairs = b"", (*self.default_headers, *message.get("headers", ()))
+        else:
+            pairs = tuple(message.get("headers", ()))
         # Most lines are known; only the others (a request id, a length) are checked, in order.
-        lines = [STATUS_LINE[status_code], *map(_checked_lines.get, pairs)]
+        lines = [STATUS_LINE[status_code], defaults, *map(_checked_lines.get, pairs)]
         has_connection_close = False
-        index = 0
+        index = 1
         for _ in range(lines.count(None)):
             index = lines.index(None, index + 1)
-            line, closes = self._checked_line(pairs[index - 1])
+            line, closes = self._checked_line(pairs[index - 2])
             lines[index] = line
             has_connection_close = has_connection_close or closes
         content: list[bytes] = lines  # type: ignore[assignment]  # no None is left
@@ -289,6 +318,10 @@ class LedgerHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # ledger writes its own access log (ObserveMiddleware); uvicorn's would repeat it, and
+        # would send every response down uvicorn's slower path (whenever its logger has a
+        # handler, as under pytest's log capture).
+        self.access_log = False
         self.phase, self.since = Phase.HEADERS, self.loop.time()
         self.head_since = self.since  # a new connection must send its first request in time
         connections = self.registry

@@ -32,6 +32,7 @@ from ledger.app import create_app
 from ledger.config import Settings
 from ledger.http_protocol import Connections, HttpLimits, protocol_class
 from ledger.listener import refuse_new_handshakes
+from ledger.middleware.headers import process_headers
 from ledger.runtime import Runtime
 from ledger.ws_protocol import LedgerWebSocketProtocol
 
@@ -107,7 +108,10 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     """Run ledger until drained; returns the process exit code."""
-    app, runtime = create_app(settings)
+    # x-served-by and the security headers are the same on every response of the process:
+    # uvicorn writes them as default headers (ledger's protocol renders them once a second,
+    # with the date), which also puts them on responses the app never sees.
+    app, runtime = create_app(settings, server_adds_process_headers=True)
     metrics = runtime.metrics
     connections = Connections(
         HttpLimits(
@@ -131,6 +135,7 @@ def serve(settings: Settings) -> int:
         log_config=None,
         proxy_headers=False,
         server_header=False,
+        headers=[(name.decode(), value.decode()) for name, value in process_headers(settings.served_by)],
         # uvicorn annotates int but uses it as asyncio.wait_for's timeout: fractions work.
         timeout_graceful_shutdown=max(settings.shutdown_timeout_seconds, 0.001),  # type: ignore[arg-type]
         # An idle keep-alive connection lives HTTP_KEEP_ALIVE_SECONDS (default 75): longer

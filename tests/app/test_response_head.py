@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from cutover.local.ports import free_port
-from ledger.http_protocol import Connections, HttpLimits, protocol_class
+from ledger.http_protocol import Connections, HttpLimits, _default_lines, protocol_class
 from ledger.middleware.headers import SECURITY_HEADERS
 
 
@@ -43,9 +43,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(http: Any) -> Iterator[str]:
+def serve(http: Any, headers: list[tuple[str, str]] | None = None) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=http, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=http, log_config=None, access_log=False, headers=headers
+    )
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -66,6 +68,22 @@ def server() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def uvicorns() -> Iterator[str]:
     yield from serve("httptools")
+
+
+# Default headers as ledger's server configures them (uvicorn.Config(headers=...)): the
+# process's own, rendered once per list uvicorn holds (a new one each second, for the date).
+DEFAULTS = [("X-Process", "p/1"), ("cache-control", "no-store")]
+MEANINGFUL_DEFAULTS = [("X-Process", "p/1"), ("Connection", "close")]
+
+
+@pytest.fixture(scope="module", params=["plain", "meaningful"])
+def with_defaults(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, list[tuple[str, str]]]]:
+    headers = DEFAULTS if request.param == "plain" else MEANINGFUL_DEFAULTS
+    ours = serve(protocol_class("test/0", Connections(HttpLimits())), headers)
+    theirs = serve("httptools", headers)
+    yield next(ours), next(theirs), headers
+    for server in (ours, theirs):
+        next(server, None)
 
 
 def raw_get(url: str, path: str) -> bytes:
@@ -115,3 +133,55 @@ def test_connection_close_and_chunked_bodies_keep_their_meaning(server: str) -> 
         chunked = client.get("/chunked")
         assert chunked.headers["transfer-encoding"] == "chunked" and chunked.text == "hello"
         assert client.get("/who/after").text == "hello"  # a new connection after the close
+
+
+@pytest.mark.parametrize("path", ["/one", "/chunked", "/close"])
+def test_default_headers_are_written_as_uvicorn_writes_them(
+    with_defaults: tuple[str, str, list[tuple[str, str]]], path: str
+) -> None:
+    ours, theirs, _ = with_defaults
+    for _ in range(3):  # the first response renders the defaults, the next ones reuse them
+        assert _head(ours, path) == _head(theirs, path)
+    assert b"x-process: p/1" in _head(ours, path)
+
+
+def test_a_meaningful_default_keeps_its_meaning(
+    with_defaults: tuple[str, str, list[tuple[str, str]]],
+) -> None:
+    ours, _, headers = with_defaults
+    with httpx.Client(base_url=ours) as client:
+        answers = [client.get("/one") for _ in range(3)]
+    closes = ("Connection", "close") in headers
+    for answer in answers:
+        assert answer.text == "hello"
+        assert answer.headers.get_list("connection") == (["close"] if closes else [])  # said once
+    assert _closed_after_one_answer(ours) is closes  # and acted on
+
+
+def _closed_after_one_answer(url: str) -> bool:
+    """Whether the server closes a keep-alive connection after answering one request."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=1) as sock:
+        sock.sendall(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\n")
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except TimeoutError:
+            return False  # still open, a second later
+        assert data.endswith(b"hello")
+        return True
+
+
+def test_default_lines_are_rendered_once_per_list_and_checked() -> None:
+    defaults = [(b"date", b"Fri, 27 Nov 2026 10:00:00 GMT"), (b"X-Process", b"p/1")]
+    lines = _default_lines(defaults)
+    assert lines == b"date: Fri, 27 Nov 2026 10:00:00 GMT\r\nx-process: p/1\r\n"
+    assert _default_lines(defaults) is lines  # the same list: not rendered again
+    next_second = [(b"date", b"Fri, 27 Nov 2026 10:00:01 GMT"), (b"X-Process", b"p/1")]
+    assert _default_lines(next_second) == b"date: Fri, 27 Nov 2026 10:00:01 GMT\r\nx-process: p/1\r\n"
+    assert _default_lines([(b"date", b"x"), (b"Content-Length", b"3")]) is None  # left to each response
+    with pytest.raises(RuntimeError, match="value"):
+        _default_lines([(b"x-bad", b"line\r\nbreak")])
+    with pytest.raises(RuntimeError, match="name"):
+        _default_lines([(b"bad name", b"v")])

@@ -26,6 +26,11 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+def process_headers(served_by: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers every response of one process carries: who served it, and security."""
+    return ((b"x-served-by", served_by.encode()), *SECURITY_HEADERS)
+
+
 def request_id_of(scope: Scope) -> str:
     """The request id this middleware assigned ("" outside of it)."""
     return str(scope.get("state", {}).get("request_id", ""))
@@ -37,11 +42,22 @@ class ResponseHeadersMiddleware:
     more requests wait on the connection: the last of them gets it, so none goes unanswered).
 
     An incoming `x-request-id` is kept when it is a sane token, otherwise replaced.
+
+    With `server_adds_process_headers`, the server writes `x-served-by` and the security
+    headers on every response itself (ledger's server does: `uvicorn.Config(headers=...)`,
+    rendered once per second, not once per response), and this middleware leaves them out.
     """
 
-    def __init__(self, app: ASGIApp, served_by: str, is_draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        served_by: str,
+        is_draining: Callable[[], bool],
+        *,
+        server_adds_process_headers: bool = False,
+    ) -> None:
         self.app = app
-        self._static = ((b"x-served-by", served_by.encode()), *SECURITY_HEADERS)
+        self._static = () if server_adds_process_headers else process_headers(served_by)
         self._is_draining = is_draining
 
     def request_id(self, scope: Scope) -> bytes:
