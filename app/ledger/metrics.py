@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -152,8 +153,11 @@ class HttpRequestMetrics(Collector):
             labels=("method", "route", "status"),
         )
         by_route: dict[tuple[str, str], list[RequestSeries]] = {}
+        created = _created_series_exported()
         for (method, route, status), series in self._series.items():
-            requests.add_metric((method, route, str(status)), series.count, created=series.created)
+            requests.add_metric(
+                (method, route, str(status)), series.count, created=series.created if created else None
+            )
             by_route.setdefault((method, route), []).append(series)
         yield requests
         latency = HistogramMetricFamily(
@@ -168,14 +172,22 @@ class HttpRequestMetrics(Collector):
                 list(zip(_BUCKET_LABELS, itertools.accumulate(counts), strict=True)),
                 sum(s.total_seconds for s in statuses),
             )
-            latency.samples.append(  # what prometheus_client's Histogram exports beside the buckets
-                Sample(
-                    "ledger_http_request_duration_seconds_created",
-                    {"method": method, "route": route},
-                    min(s.created for s in statuses),
+            if created:  # what prometheus_client's Histogram exports beside the buckets
+                latency.samples.append(
+                    Sample(
+                        "ledger_http_request_duration_seconds_created",
+                        {"method": method, "route": route},
+                        min(s.created for s in statuses),
+                    )
                 )
-            )
         yield latency
         yield GaugeMetricFamily(
             "ledger_http_requests_in_flight", "HTTP requests being served.", value=self.in_flight
         )
+
+
+def _created_series_exported() -> bool:
+    """Whether prometheus_client exports `_created` series: off with the environment variable
+    PROMETHEUS_DISABLE_CREATED_SERIES or `prometheus_client.disable_created_metrics()`, whose
+    flag these metrics follow like the library's own."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))

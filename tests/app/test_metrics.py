@@ -3,7 +3,18 @@ prometheus_client's own Counter, Histogram and Gauge expose for the same request
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.metrics import LATENCY_BUCKETS, HttpRequestMetrics
@@ -55,18 +66,38 @@ def _reference(in_flight: int) -> bytes:
     return generate_latest(registry)
 
 
-def test_the_exposition_is_prometheus_clients_for_the_same_requests() -> None:
+def _ours(in_flight: int) -> bytes:
     metrics = HttpRequestMetrics()
     registry = CollectorRegistry()
     registry.register(metrics)
     for method, route, status, seconds in REQUESTS:
         metrics.series(method, route, status).observe(seconds)
-    metrics.in_flight = 2
-    ours, theirs = generate_latest(registry), _reference(in_flight=2)
+    metrics.in_flight = in_flight
+    return generate_latest(registry)
+
+
+def test_the_exposition_is_prometheus_clients_for_the_same_requests() -> None:
+    ours, theirs = _ours(in_flight=2), _reference(in_flight=2)
     assert _samples(ours) == _samples(theirs)
     assert len(_samples(ours)) == 2 * 16 + 5 + 1  # 2 histograms (14 buckets, sum, count), 5 counters, gauge
     assert _created(ours) == _created(theirs)  # their values: when each series began
     assert len(_created(ours)) == 5 + 2
+
+
+@pytest.fixture
+def created_series_disabled() -> Iterator[None]:
+    """As PROMETHEUS_DISABLE_CREATED_SERIES=true does at import."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    yield
+    enable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.usefixtures("created_series_disabled")
+def test_without_created_series_as_prometheus_client_is_told() -> None:
+    ours, theirs = _ours(in_flight=0), _reference(in_flight=0)
+    assert _created(theirs) == set()
+    assert _created(ours) == set()
+    assert _samples(ours) == _samples(theirs)
 
 
 def _created(text: bytes) -> set[tuple[str, tuple[tuple[str, str], ...]]]:

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cutover.local.ledger_process import LedgerProcess
+from ledger.middleware.headers import SECURITY_HEADERS
 from tests.app.conftest import StartLedger
 from tests.app.test_connection_limits import _peak_rss_mb
 
@@ -71,6 +72,10 @@ def test_handshakes_past_the_rate_get_429(start_ledger: StartLedger) -> None:
             except InvalidStatus as exc:
                 statuses.append(exc.response.status_code)
                 assert exc.response.headers["retry-after"]
+                for name, value in SECURITY_HEADERS:  # each once, as on every answer
+                    assert exc.response.headers.get_all(name.decode()) == [value.decode()]
+                for header in ("x-request-id", "x-served-by"):
+                    assert len(exc.response.headers.get_all(header)) == 1
         return statuses
 
     assert asyncio.run(scenario()) == [101, 101, 101, 429, 429]
@@ -160,6 +165,10 @@ def test_websockets_in_all_are_capped_so_descriptors_remain_for_http(start_ledge
         statuses = [int(head[9:12]) for head in answers]
         assert statuses == [101] * 20 + [503] * 10, statuses
         assert b'"over_capacity"' in answers[-1] and b"retry-after: " in answers[-1].lower()
+        refusal = answers[-1].lower()
+        for name, value in SECURITY_HEADERS:
+            assert refusal.count(name + b": ") == 1 and name + b": " + value.lower() in refusal
+        assert refusal.count(b"x-request-id: ") == 1 and refusal.count(b"x-served-by: blue/") == 1
         assert httpx.get(process.url + "/health/live", timeout=5).status_code == 200
         assert _samples(process, "ledger_websocket_closes")["over_capacity"] == 10
         assert _samples(process, "ledger_websockets_open")[""] == 20

@@ -12,8 +12,10 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ledger.client_address import ClientAddress
+from ledger.entropy import random_bytes
 from ledger.errors import error_body
 from ledger.feed import Subscriber
+from ledger.middleware.headers import process_headers, valid_request_id
 from ledger.ratelimit import TokenBuckets
 from ledger.runtime import Runtime
 
@@ -45,14 +47,18 @@ class PerClientLimit:
 
 
 async def _refuse_handshake(
-    websocket: WebSocket, wait: float, status: int, code: str, message: str, close_code: int
+    websocket: WebSocket, served_by: str, wait: float, status: int, code: str, message: str, close_code: int
 ) -> None:
     """`status` with Retry-After instead of the upgrade, where the server supports it; else
-    the handshake is accepted and closed with `close_code`."""
+    the handshake is accepted and closed with `close_code`.
+
+    The refusal carries the headers of every HTTP answer (request id, who served it, security):
+    uvicorn writes its default headers on the upgrade, not on a refused one."""
     if "websocket.http.response" not in websocket.scope.get("extensions", {}):
         await websocket.close(close_code)
         return
     body = error_body(code, message)
+    incoming = websocket.headers.get("x-request-id", "").encode("latin-1")
     await websocket.send(
         {
             "type": "websocket.http.response.start",
@@ -60,6 +66,8 @@ async def _refuse_handshake(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                (b"x-request-id", valid_request_id(incoming) or random_bytes(16).hex().encode()),
+                *process_headers(served_by),
             ],
         }
     )
@@ -85,6 +93,7 @@ def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSock
             closes.labels("rate_limited").inc()
             await _refuse_handshake(
                 websocket,
+                settings.served_by,
                 wait,
                 429,
                 "rate_limited",
@@ -96,6 +105,7 @@ def feed_routes(runtime: Runtime, client_address: ClientAddress) -> list[WebSock
             closes.labels("over_capacity").inc()
             await _refuse_handshake(
                 websocket,
+                settings.served_by,
                 1,
                 503,
                 "over_capacity",
