@@ -8,16 +8,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import boto3
 
 from cutover.adapters.local_deployer import LocalDeployer
+from cutover.local.process import PipeLines
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -123,30 +123,19 @@ def start_cutover(env: Env, *args: str) -> subprocess.Popen[str]:
     )
 
 
-class Follow:
-    """The lines a running process writes to one of its pipes, read as they come, so that a
-    test can wait for what the process says (e.g. that it is cancelling) instead of sleeping."""
+class Follow(PipeLines):
+    """A process's pipe for a test: waiting for what it says fails the test, with what it said
+    so far, when the pipe closes or the time runs out first."""
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def wait_for(self, condition: Callable[[list[str]], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition(list(self.lines)):
-            assert self._thread.is_alive(), "".join(self.lines)  # the pipe closed first
-            assert time.monotonic() < deadline, f"timed out waiting; so far:\n{''.join(self.lines)}"
-            time.sleep(0.02)
-
-    def text(self, timeout: float = 30.0) -> str:
-        """Everything, once the pipe has closed."""
-        self._thread.join(timeout)
-        return "".join(self.lines)
+    def wait_for(
+        self,
+        condition: Callable[[list[str]], bool],
+        timeout: float = 30.0,
+        process: subprocess.Popen[str] | None = None,
+    ) -> bool:
+        so_far = "the pipe closed or the time ran out first; so far:\n"
+        assert super().wait_for(condition, timeout, process), so_far + "".join(self.lines)
+        return True
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:

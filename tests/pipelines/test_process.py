@@ -17,6 +17,7 @@ from cutover.local.process import (
     HttpProbe,
     LocalProcess,
     NotReady,
+    PipeLines,
     pid_alive,
     stop_pid,
     tcp_probe,
@@ -183,3 +184,35 @@ def test_wait_until_probes_at_least_once_and_names_what_it_waited_for() -> None:
 
 def test_the_local_deployer_still_exports_pid_alive() -> None:
     assert local_deployer.pid_alive is local_process.pid_alive
+
+
+def _talker(script: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+
+
+def test_pipe_lines_are_read_as_they_come_and_waited_for() -> None:
+    child = _talker(
+        "import sys, time; print('one', flush=True); time.sleep(0.3); print('baking', flush=True); time.sleep(30)"
+    )
+    try:
+        assert child.stdout is not None
+        lines = PipeLines(child.stdout)
+        assert lines.wait_for(lambda got: any("baking" in line for line in got), 10, child)
+        assert lines.lines == ["one\n", "baking\n"] and lines.open
+        assert not lines.wait_for(lambda got: len(got) > 2, 0.2, child)  # time runs out: False
+    finally:
+        child.kill()
+        child.wait()
+    assert lines.text(5) == "one\nbaking\n" and not lines.open
+
+
+def test_waiting_on_pipe_lines_ends_when_the_process_exits_without_saying_it() -> None:
+    child = _talker("print('starting', flush=True)")
+    assert child.stdout is not None
+    lines = PipeLines(child.stdout)
+    assert not lines.wait_for(lambda got: any("baking" in line for line in got), 30, child)
+    assert child.wait(5) == 0 and lines.text(5) == "starting\n"
+    last_words = _talker("print('baking', flush=True)")  # said just before exiting: still seen
+    assert last_words.stdout is not None
+    assert PipeLines(last_words.stdout).wait_for(lambda got: bool(got), 30, last_words)
+    last_words.wait(5)

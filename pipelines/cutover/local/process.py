@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -98,6 +99,48 @@ def stop_pids(pids: Iterable[int], *, grace: float, sig: int = signal.SIGTERM) -
 def stop_pid(pid: int, *, grace: float, sig: int = signal.SIGTERM) -> bool:
     """`stop_pids` for one pid."""
     return stop_pids([pid], grace=grace, sig=sig)
+
+
+class PipeLines:
+    """The lines a running process writes to one of its pipes, read as they come (a thread per
+    pipe), so a caller can wait for what the process says instead of sleeping."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    @property
+    def open(self) -> bool:
+        """Whether the pipe may still bring lines (the writer has not closed it)."""
+        return self._thread.is_alive()
+
+    def wait_for(
+        self,
+        condition: Callable[[list[str]], bool],
+        timeout: float,
+        process: subprocess.Popen[str] | None = None,
+    ) -> bool:
+        """Until `condition(lines so far)` holds: False if the time runs out, or the pipe closes
+        or `process` exits first (a child that inherited the pipe may keep it open)."""
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.lines)):
+            if not self.open or (process is not None and process.poll() is not None):
+                time.sleep(0.02)  # what the writer said last may still be on its way
+                return condition(list(self.lines))
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def text(self, timeout: float = 30.0) -> str:
+        """Everything, once the pipe has closed (or what came within `timeout`)."""
+        self._thread.join(timeout)
+        return "".join(self.lines)
 
 
 class HttpProbe:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -42,6 +42,7 @@ from cutover.adapters.cloudwatch_metrics import NAMESPACE as ALB_NAMESPACE
 from cutover.adapters.cloudwatch_metrics import REQUESTS, load_balancer_dimension, target_group_dimension
 from cutover.local.aws import REGION, edit_weights_in_console
 from cutover.local.database import migrate_database, query
+from cutover.local.process import PipeLines
 from cutover.machine import Gates, ReleaseMachine, Reporter, Result, State
 from cutover.model import COLORS, Color, Traffic
 from cutover.rehearsal.aws_stack import BROKEN_IMAGE, AwsStack
@@ -415,9 +416,9 @@ class _Faults:
             text=True,
         )
         assert process.stdout is not None and process.stderr is not None
-        progress = _Lines(process.stderr)
-        output = _Lines(process.stdout)
-        baking = progress.wait_for(lambda line: "baking" in line, process, timeout=90)
+        progress = PipeLines(process.stderr)
+        output = PipeLines(process.stdout)
+        baking = progress.wait_for(lambda lines: any("baking" in line for line in lines), 90, process)
         signals: list[str] = []
         sent_at = time.monotonic()
         if baking:
@@ -794,33 +795,6 @@ def alb_arns(color: Color) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ processes
-
-
-class _Lines:
-    """The lines a process writes to one pipe, read as they come (a thread per pipe)."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def wait_for(self, wanted: Callable[[str], bool], process: subprocess.Popen[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(wanted(line) for line in list(self.lines)):
-                return True
-            if process.poll() is not None:
-                return False
-            time.sleep(0.02)
-        return False
-
-    def text(self, timeout: float = 10.0) -> str:
-        self._thread.join(timeout)
-        return "".join(self.lines)
 
 
 def _wait_like_github(process: subprocess.Popen[str], sigint_at: float, signals: list[str]) -> int:
