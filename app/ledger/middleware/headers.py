@@ -62,7 +62,7 @@ class ResponseHeadersMiddleware:
 
     def request_id(self, scope: Scope) -> bytes:
         """This request's id (the incoming one when sane, else new), kept in scope state."""
-        request_id = _incoming_request_id(scope) or random_bytes(16).hex().encode()  # a uuid4's entropy
+        request_id = request_id_for(scope)
         scope.setdefault("state", {})["request_id"] = request_id.decode()
         return request_id
 
@@ -91,6 +91,12 @@ def _more_requests(scope: Scope) -> bool:
     """Whether ledger's HTTP protocol says more requests already wait on this connection."""
     more = scope.get("extensions", {}).get("ledger.connection", {}).get("more_requests")
     return bool(more and more())
+
+
+def request_id_for(scope: Scope) -> bytes:
+    """The id of this request (or websocket handshake): its incoming `x-request-id` when
+    sane, else a new one."""
+    return _incoming_request_id(scope) or random_bytes(16).hex().encode()  # a uuid4's entropy
 
 
 def _incoming_request_id(scope: Scope) -> bytes | None:

@@ -12,10 +12,9 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ledger.client_address import ClientAddress
-from ledger.entropy import random_bytes
 from ledger.errors import error_body
 from ledger.feed import Subscriber
-from ledger.middleware.headers import process_headers, valid_request_id
+from ledger.middleware.headers import process_headers, request_id_for
 from ledger.ratelimit import TokenBuckets
 from ledger.runtime import Runtime
 
@@ -58,7 +57,6 @@ async def _refuse_handshake(
         await websocket.close(close_code)
         return
     body = error_body(code, message)
-    incoming = websocket.headers.get("x-request-id", "").encode("latin-1")
     await websocket.send(
         {
             "type": "websocket.http.response.start",
@@ -66,7 +64,7 @@ async def _refuse_handshake(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"retry-after", str(max(1, math.ceil(wait))).encode()),
-                (b"x-request-id", valid_request_id(incoming) or random_bytes(16).hex().encode()),
+                (b"x-request-id", request_id_for(websocket.scope)),
                 *process_headers(served_by),
             ],
         }
